@@ -1,0 +1,116 @@
+"""Configuration of a data-engineering episode: budgets, costs, noise, student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from dataeng_gym.envs.domains import DOMAINS
+from dataeng_gym.envs.student import StudentConfig
+from dataeng_gym.envs.teacher import NoiseConfig
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines an episode apart from its seed. Logged whole once per run."""
+
+    domain: str = "science"
+    """Domain name (``dataeng-gym domains`` lists them); ``reset(options={"domain": ...})`` overrides it."""
+    domain_seed: int = 0
+    """Seed of the domain's public/private splits."""
+    teacher_budget: int = 5000
+    """Teacher samples per episode; generating or verifying one item costs one."""
+    train_budget: int = 4
+    """TRAIN runs per episode."""
+    max_steps: int = 60
+    """Actions per episode; the last one submits automatically."""
+    min_train_items: int = 500
+    """Fewest items a TRAIN accepts (the paper's validity threshold is 1,000 of 2,000)."""
+    max_train_items: int = 2000
+    """A TRAIN uses the first this-many items of the mixed, ordered pool (the paper: 2,000)."""
+    amounts: tuple[int, ...] = (50, 100, 250, 500)
+    """Item counts the structured ``amount`` action picks from (GENERATE and VERIFY)."""
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    """Noise model of the procedural teacher."""
+    verify_error_rate: float = 0.05
+    """Probability that VERIFY returns the wrong verdict for an item."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """Architecture and training recipe of the tiny student."""
+    student_seed: int = 0
+    """Seed of the base checkpoint; shared by all episodes so rewards are paired deltas."""
+    base_items: int = 20000
+    """Examples in the base student's general, skewed training mix."""
+    base_skill_mix: tuple[float, ...] = (0.5, 0.3, 0.15, 0.05)
+    """Share of each skill (in a seeded order) in the base mix: the last skills start weak."""
+    base_difficulty_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
+    """Share of each difficulty in the base mix."""
+    eval_public_limit: int = 0
+    """Evaluate on an evenly spaced subset of ``public`` of this size (0 = all of it)."""
+    eval_private_limit: int = 0
+    """Evaluate on an evenly spaced subset of ``private`` of this size (0 = all of it)."""
+    ngram: int = 8
+    """Word n-gram length of the decontamination gate."""
+    bad_cases: int = 5
+    """Failed public items shown in the text observation after a TRAIN."""
+    teacher_cost: float = 1e-5
+    """Reward cost per teacher sample."""
+    train_cost: float = 0.002
+    """Reward cost per TRAIN run."""
+    invalid_penalty: float = 0.01
+    """Reward penalty for an invalid or unaffordable action."""
+    contamination_penalty: float = 0.002
+    """Reward penalty per evaluation item caught at the TRAIN gate."""
+    cache_dir: str | None = None
+    """Where base checkpoints are cached (default: $DATAENG_GYM_CACHE or ~/.cache/dataeng_gym)."""
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ValueError(f"unknown domain {self.domain!r}; choose one of: {', '.join(DOMAINS)}")
+        for name in ("teacher_budget", "train_budget", "max_steps", "min_train_items", "base_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EnvConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_train_items < self.min_train_items:
+            raise ValueError("EnvConfig.max_train_items must be >= min_train_items")
+        if not self.amounts or min(self.amounts) < 1:
+            raise ValueError(f"EnvConfig.amounts must be positive counts, got {self.amounts}")
+        if not 0 <= self.verify_error_rate < 0.5:
+            raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
+        if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix) < 0:
+            raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
+        if self.eval_public_limit < 0 or self.eval_private_limit < 0:
+            raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")
+
+    def replace(self, **changes: object) -> EnvConfig:
+        """A copy with some fields changed; unknown names are an error that lists the valid ones."""
+        valid = {f.name for f in fields(self)}
+        unknown = set(changes) - valid
+        if unknown:
+            raise ValueError(f"unknown EnvConfig fields {sorted(unknown)}; valid: {sorted(valid)}")
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+FAST = EnvConfig(
+    domain="code",
+    teacher_budget=1200,
+    train_budget=3,
+    max_steps=20,
+    min_train_items=40,
+    max_train_items=200,
+    amounts=(20, 50, 100, 200),
+    student=StudentConfig(
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        batch_size=16,
+        max_train_steps=12,
+        base_steps=60,
+        base_batch_size=32,
+        eval_batch_size=256,
+    ),
+    base_items=2000,
+    eval_public_limit=48,
+    eval_private_limit=96,
+)
+"""The deterministic fast twin's configuration: a micro student, small budgets and eval subsets."""

@@ -1,0 +1,30 @@
+"""Curation policies: the Policy protocol, random and heuristic baselines."""
+
+if __name__ != "dataeng_gym.policies":
+    raise ImportError(
+        f"'policies' was imported as {__name__!r}; install the project (pip install -e .) and import it as "
+        "'dataeng_gym.policies', so that only one copy of it is ever loaded"
+    )
+
+from collections.abc import Callable
+from typing import Any
+
+from dataeng_gym.envs.config import EnvConfig
+from dataeng_gym.policies.base import Policy
+from dataeng_gym.policies.baselines import RandomPolicy, UniformPolicy, WeakestSkillPolicy
+
+POLICIES: dict[str, Callable[..., Policy]] = {
+    "random": RandomPolicy,
+    "uniform": UniformPolicy,
+    "weakest-skill": WeakestSkillPolicy,
+}
+
+
+def make_policy(name: str, config: EnvConfig, seed: int | None = None, **kwargs: Any) -> Policy:
+    """Build a policy by name for an env with ``config``."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    return POLICIES[name](config, seed=seed, **kwargs)
+
+
+__all__ = ["POLICIES", "Policy", "RandomPolicy", "UniformPolicy", "WeakestSkillPolicy", "make_policy"]
