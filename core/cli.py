@@ -27,7 +27,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "domain" or kind not in (int, float, str):
             continue
         group.add_argument(
-            f"--{f.name.replace('_', '-')}", type=kind, default=None, dest=f"cfg_{f.name}",
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            dest=f"cfg_{f.name}",
             help=f"default: {f.default}",
         )
 
@@ -60,7 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise DataEngError(f"unknown policy {args.policy!r}; choose one of: {', '.join(POLICIES)}")
     base = FAST if args.fast else EnvConfig()
     changes: dict[str, Any] = {
-        k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None
+        k.removeprefix("cfg_"): v
+        for k, v in vars(args).items()
+        if k.startswith("cfg_") and v is not None
     }
     if args.domain:
         changes["domain"] = args.domain
@@ -70,10 +75,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = make_policy(args.policy, config, seed=args.seed)
     out = args.out
     if out:
-        write_json(f"{out}/config.json", {"env": env_id, "policy": args.policy, "seed": args.seed,
-                                          "config": dataclasses.asdict(config)})
-    print(f"{env_id} domain={config.domain} policy={args.policy} seed={args.seed} "
-          f"(first use of a domain trains and caches its base student)", file=sys.stderr)
+        write_json(
+            f"{out}/config.json",
+            {
+                "env": env_id,
+                "policy": args.policy,
+                "seed": args.seed,
+                "config": dataclasses.asdict(config),
+            },
+        )
+    print(
+        f"{env_id} domain={config.domain} policy={args.policy} seed={args.seed} "
+        f"(first use of a domain trains and caches its base student)",
+        file=sys.stderr,
+    )
     start = time.perf_counter()
 
     def show(r: dict[str, Any]) -> None:
@@ -81,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args_text = " ".join(f"{k}={v}" for k, v in act.items() if k != "op")
         status = f"INVALID ({r['invalid_action']})" if r["invalid_action"] else _brief(r["result"])
         print(
-            f"[{time.perf_counter() - start:6.1f}s] step {r['step']:>2} {act['op']:<13} {args_text:<38} "
+            f"[{time.perf_counter() - start:6.1f}s] step {r['step']:>2} {act['op']:<13} "
+            f"{args_text:<38} "
             f"pool={r['pool']['size']:<5} public={100 * r['public']:5.1f} "
             f"best={100 * r['best_public']:5.1f} teacher_left={r['teacher_left']:<5} "
             f"reward={r['reward']:+.4f} {status}",

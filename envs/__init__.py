@@ -2,8 +2,8 @@
 
 if __name__ != "dataeng_gym.envs":
     raise ImportError(
-        f"'envs' was imported as {__name__!r}; install the project (pip install -e .) and import it as "
-        "'dataeng_gym.envs', so that only one copy of it is ever loaded"
+        f"'envs' was imported as {__name__!r}; install the project (pip install -e .) and "
+        "import it as 'dataeng_gym.envs', so that only one copy of it is ever loaded"
     )
 
 from gymnasium.envs.registration import register

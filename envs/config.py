@@ -14,7 +14,7 @@ class EnvConfig:
     """Everything that defines an episode apart from its seed. Logged whole once per run."""
 
     domain: str = "science"
-    """Domain name (``dataeng-gym domains`` lists them); ``reset(options={"domain": ...})`` overrides it."""
+    """Domain name (``dataeng-gym domains``); ``reset(options={"domain": ...})`` overrides it."""
     domain_seed: int = 0
     """Seed of the domain's public/private splits."""
     teacher_budget: int = 5000
@@ -65,7 +65,13 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
             raise ValueError(f"unknown domain {self.domain!r}; choose one of: {', '.join(DOMAINS)}")
-        for name in ("teacher_budget", "train_budget", "max_steps", "min_train_items", "base_items"):
+        for name in (
+            "teacher_budget",
+            "train_budget",
+            "max_steps",
+            "min_train_items",
+            "base_items",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EnvConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_train_items < self.min_train_items:

@@ -111,7 +111,8 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     A ``Dict`` of float32 arrays: ``skill_acc`` and ``base_skill_acc`` (public accuracy per
     skill now and at base), ``skill_mask`` (which of the 6 skill slots the domain uses),
-    ``pool_counts`` (items per skill and difficulty), ``pool_stats`` (verified, verified-wrong,
+    ``pool_counts`` (items per skill and difficulty, as a fraction of the teacher budget,
+    which bounds the pool), ``pool_stats`` (verified, verified-wrong,
     duplicate and malformed fractions, mean quality), ``mix_weights``, ``order`` (one-hot),
     ``budgets`` (fractions left of teacher samples, TRAIN runs and steps) and ``scores``
     (best public so far, last public, base public).
@@ -164,7 +165,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
                 "skill_acc": unit,
                 "base_skill_acc": unit,
                 "skill_mask": unit,
-                "pool_counts": spaces.Box(0.0, np.inf, (n, len(DIFFICULTIES)), np.float32),
+                "pool_counts": spaces.Box(0.0, 1.0, (n, len(DIFFICULTIES)), np.float32),
                 "pool_stats": spaces.Box(0.0, 1.0, (5,), np.float32),
                 "mix_weights": spaces.Box(0.0, max(MIX_WEIGHTS), (n,), np.float32),
                 "order": spaces.Box(0.0, 1.0, (len(ORDERS),), np.float32),
@@ -230,7 +231,9 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         if self.domain is None or self.done:
             raise gym.error.ResetNeeded("call reset() before step() (and after the episode ends)")
         self.steps += 1
-        terms = dict.fromkeys(("gain", "teacher_cost", "train_cost", "invalid", "contamination"), 0.0)
+        terms = dict.fromkeys(
+            ("gain", "teacher_cost", "train_cost", "invalid", "contamination"), 0.0
+        )
         result: dict[str, Any] = {}
         if action is not None and error is None:
             error = self._invalid_reason(action)
@@ -319,7 +322,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     def _train(self, terms: dict[str, float]) -> dict[str, Any]:
         assert self.domain is not None
-        examples, gate = self._train_examples()
+        examples, gate = self._gated  # computed by _invalid_reason for this very step
         self.contaminated_removed += gate["contaminated"]
         terms["contamination"] = rewards.contamination_penalty(
             gate["contaminated"], self.config.contamination_penalty
@@ -408,7 +411,10 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     def _invalid_reason(self, a: Action) -> str | None:
         cfg, pool = self.config, self.pool
         if a.op == Op.GENERATE and a.amount > self.teacher_left:
-            return f"GENERATE of {a.amount} items needs {a.amount} teacher samples; {self.teacher_left} left"
+            return (
+                f"GENERATE of {a.amount} items needs {a.amount} teacher samples; "
+                f"{self.teacher_left} left"
+            )
         if a.op == Op.VERIFY:
             n = min(a.amount, pool.unverified())
             if n == 0:
@@ -420,7 +426,8 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         if a.op == Op.TRAIN:
             if self.train_left == 0:
                 return "TRAIN: no TRAIN runs left in the budget"
-            n = len(self._train_examples()[0])
+            self._gated = self._train_examples()
+            n = len(self._gated[0])
             if n < cfg.min_train_items:
                 return (
                     f"TRAIN: insufficient valid samples: {n} usable items, at least "
@@ -440,18 +447,16 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             out[:n] = [values[s] for s in skills]
             return out
 
-        counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
-        counts[:n] = self.pool.counts()
-        stats = self.pool.stats()
         cfg = self.config
+        counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
+        counts[:n] = self.pool.counts() / cfg.teacher_budget
+        stats = self.pool.stats()
         return {
             "skill_acc": per_skill(self.last_eval.per_skill),
             "base_skill_acc": per_skill(self.base_eval.per_skill),
             "skill_mask": per_skill(dict.fromkeys(skills, 1.0)),
             "pool_counts": counts,
-            "pool_stats": np.array(
-                [stats[k] for k in _POOL_STATS], dtype=np.float32
-            ),
+            "pool_stats": np.array([stats[k] for k in _POOL_STATS], dtype=np.float32),
             "mix_weights": per_skill(self.pool.weights),
             "order": np.eye(len(ORDERS), dtype=np.float32)[ORDERS.index(self.pool.order)],
             "budgets": np.array(
@@ -517,7 +522,13 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         return _BASE_EVALS[key]
 
 
-_POOL_STATS = ("verified_frac", "verified_wrong_frac", "duplicate_frac", "malformed_frac", "mean_quality")
+_POOL_STATS = (
+    "verified_frac",
+    "verified_wrong_frac",
+    "duplicate_frac",
+    "malformed_frac",
+    "mean_quality",
+)
 
 _INDEXES: dict[tuple[str, int, int], NgramIndex] = {}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataeng_gym.envs.config import FAST
+from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv
 
 
-def make_fast(**overrides: Any) -> DataEngEnv:
+def make_fast(config: EnvConfig = FAST, **overrides: Any) -> DataEngEnv:
     """``DataEngEnv`` on the ``FAST`` configuration (keyword overrides as for the full env)."""
-    return DataEngEnv(FAST, **overrides)
+    return DataEngEnv(config, **overrides)

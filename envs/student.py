@@ -15,15 +15,17 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from dataeng_gym.errors import ConfigError, MissingExtraError, StudentError
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from dataeng_gym.errors import ConfigError, MissingExtraError, StudentError
 
 __all__ = [
     "BOS_ID",
@@ -234,7 +236,7 @@ class TinyStudent:
         self.seed = seed
         if cache_dir is None:
             cache_dir = os.environ.get("DATAENG_GYM_CACHE") or Path.home() / ".cache/dataeng_gym"
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir).expanduser()
         self._llama_config = LlamaConfig(
             vocab_size=VOCAB_SIZE,
             hidden_size=config.hidden_size,
@@ -336,6 +338,7 @@ class TinyStudent:
             raise
 
     def _train_base(self, examples: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """Train from a seeded random init on shuffled batches, so the base is reproducible."""
         cfg = self.config
         data = self._encode_examples(examples)
         with torch.random.fork_rng(devices=[]):
@@ -403,7 +406,9 @@ class TinyStudent:
             lora_dropout=0.0,
             target_modules="all-linear",
         )
-        model = get_peft_model(base, lora)
+        with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            model = get_peft_model(base, lora)
         return model, [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ inference
@@ -420,7 +425,13 @@ class TinyStudent:
         if not prompts:
             return []
         model = self._model
-        model.load_state_dict(self.base_state if state is None else state)
+        try:
+            model.load_state_dict(self.base_state if state is None else state)
+        except RuntimeError as exc:
+            raise StudentError(
+                "answer() got weights that do not fit this student's architecture; pass the "
+                f"state of a FineTuneResult from a student with the same config: {exc}"
+            ) from exc
         model.eval()
         keep = cfg.max_length - 2
         encoded = char_tokenizer().encode_batch([p[-keep:] for p in prompts])
@@ -497,7 +508,7 @@ def _train(
     """
     core = _llama(model)
     params = list(params)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     warmup = math.ceil(cfg.warmup_ratio * steps)
     losses: list[float] = []
     tokens = 0
@@ -536,7 +547,9 @@ def _greedy(model: LlamaForCausalLM, prompts: list[list[int]], max_new_tokens: i
         ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
     positions = (mask.cumsum(1) - 1).clamp_(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
     cache = out.past_key_values
     next_pos = positions[:, -1:] + 1
     token = out.logits[:, -1].argmax(-1, keepdim=True)

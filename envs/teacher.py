@@ -157,7 +157,10 @@ class ProceduralTeacher:
             kind = "clean"
         if kind == "near_duplicate":
             src = earlier[int(rng.integers(len(earlier)))]
-            question, answer = _PREFIXES[int(rng.integers(len(_PREFIXES)))] + src.question, src.answer
+            question, answer = (
+                _PREFIXES[int(rng.integers(len(_PREFIXES)))] + src.question,
+                src.answer,
+            )
         elif kind == "off_skill":
             others = [s for s in domain.skill_names if s != skill]
             item = domain.sample(others[int(rng.integers(len(others)))], d, rng)

@@ -29,15 +29,17 @@ MAX_AMOUNT = 1000
 
 ACTION_HELP = f"""\
 Reply with exactly one JSON object, one of:
-  {{"op": "generate", "skill": SKILL, "difficulty": 1-3, "amount": 1-{MAX_AMOUNT}, "instructions": "optional text"}}
-  {{"op": "verify", "amount": 1-{MAX_AMOUNT}}}       check unverified items (costs teacher samples)
-  {{"op": "filter", "threshold": 0.0-1.0}}  drop malformed, off-skill, verified-wrong and low-quality items
+  {{"op": "generate", "skill": SKILL, "difficulty": 1-3, "amount": 1-{MAX_AMOUNT},
+   "instructions": "optional text for the teacher"}}
+  {{"op": "verify", "amount": 1-{MAX_AMOUNT}}}  check unverified items (costs teacher samples)
+  {{"op": "filter", "threshold": 0.0-1.0}}  drop malformed, off-skill, verified-wrong and
+                                          low-quality items
   {{"op": "dedup"}}                         drop exact and near duplicates
   {{"op": "decontaminate"}}                 drop items that overlap the evaluation sets
   {{"op": "mix", "skill": SKILL, "weight": 0.0-2.0}}   down- or up-weight a skill in training
   {{"op": "order", "strategy": {" | ".join(ORDERS)}}}
   {{"op": "train"}}                         fine-tune the student on the pool, score it on public
-  {{"op": "submit"}}                        end: the best TRAIN is scored on the hidden private set"""
+  {{"op": "submit"}}                        end: the best TRAIN is scored on hidden data"""
 
 
 def parse_action(text: str, skills: tuple[str, ...]) -> tuple[Action | None, str | None]:
@@ -152,16 +154,21 @@ def render_state(env: DataEngEnv) -> str:
         for i in sorted(picks):
             item, given = failures[int(i)]
             q = item.question.replace("\n", " | ")
-            lines.append(f"- [{item.skill}, d{item.difficulty}] {q} -> expected {item.answer!r}, "
-                         f"student said {given!r}")
+            lines.append(
+                f"- [{item.skill}, d{item.difficulty}] {q} -> expected {item.answer!r}, "
+                f"student said {given!r}"
+            )
     lines += ["", "## Your action", ACTION_HELP]
     text = "\n".join(lines)
     return "".join(ch if ch in CHARSET else "?" for ch in text)
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()
-            if k != "per_skill"}
+    return {
+        k: (round(v, 4) if isinstance(v, float) else v)
+        for k, v in result.items()
+        if k != "per_skill"
+    }
 
 
 class DataEngTextEnv(DataEngEnv):

@@ -2,8 +2,8 @@
 
 if __name__ != "dataeng_gym.policies":
     raise ImportError(
-        f"'policies' was imported as {__name__!r}; install the project (pip install -e .) and import it as "
-        "'dataeng_gym.policies', so that only one copy of it is ever loaded"
+        f"'policies' was imported as {__name__!r}; install the project (pip install -e .) and "
+        "import it as 'dataeng_gym.policies', so that only one copy of it is ever loaded"
     )
 
 from collections.abc import Callable
@@ -27,4 +27,11 @@ def make_policy(name: str, config: EnvConfig, seed: int | None = None, **kwargs:
     return POLICIES[name](config, seed=seed, **kwargs)
 
 
-__all__ = ["POLICIES", "Policy", "RandomPolicy", "UniformPolicy", "WeakestSkillPolicy", "make_policy"]
+__all__ = [
+    "POLICIES",
+    "Policy",
+    "RandomPolicy",
+    "UniformPolicy",
+    "WeakestSkillPolicy",
+    "make_policy",
+]

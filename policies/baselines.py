@@ -19,9 +19,17 @@ from dataeng_gym.envs.domains import DIFFICULTIES
 Obs = dict[str, np.ndarray]
 
 
-def action(op: Op, skill: int = 0, difficulty: int = 1, amount: int = 0, param: int = 0) -> dict[str, int]:
+def action(
+    op: Op, skill: int = 0, difficulty: int = 1, amount: int = 0, param: int = 0
+) -> dict[str, int]:
     """A structured action; ``difficulty`` is 1-3, ``amount`` an index into ``config.amounts``."""
-    return {"op": int(op), "skill": skill, "difficulty": difficulty - 1, "amount": amount, "param": param}
+    return {
+        "op": int(op),
+        "skill": skill,
+        "difficulty": difficulty - 1,
+        "amount": amount,
+        "param": param,
+    }
 
 
 def _skills(obs: Obs) -> int:
@@ -60,7 +68,11 @@ class UniformPolicy:
         self.plan.clear()
 
     def act(self, observation: Obs, info: dict[str, Any]) -> dict[str, int]:
-        if not self.plan and observation["budgets"][1] == 1.0 and observation["pool_counts"].sum() == 0:
+        if (
+            not self.plan
+            and observation["budgets"][1] == 1.0
+            and observation["pool_counts"].sum() == 0
+        ):
             n = _skills(observation)
             cells = [(s, d) for s in range(n) for d in DIFFICULTIES]
             per_cell = self.share * self.config.teacher_budget / len(cells)
@@ -128,10 +140,8 @@ class WeakestSkillPolicy:
 
 
 def _closest(amounts: tuple[int, ...], target: float, floor: bool = False) -> Any:
-    """Index of the amount nearest ``target``; with ``floor``, the largest not above it (or None)."""
+    """Index of the amount nearest ``target``; with ``floor``, the largest not above it."""
     if floor:
         fits = [i for i, a in enumerate(amounts) if a <= target]
         return max(fits, key=lambda i: amounts[i]) if fits else None
     return int(np.argmin([abs(a - target) for a in amounts]))
-
-

@@ -2,8 +2,8 @@
 
 if __name__ != "dataeng_gym.rewards":
     raise ImportError(
-        f"'rewards' was imported as {__name__!r}; install the project (pip install -e .) and import it as "
-        "'dataeng_gym.rewards', so that only one copy of it is ever loaded"
+        f"'rewards' was imported as {__name__!r}; install the project (pip install -e .) and "
+        "import it as 'dataeng_gym.rewards', so that only one copy of it is ever loaded"
     )
 
 from dataeng_gym.rewards.terms import (

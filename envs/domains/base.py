@@ -76,12 +76,12 @@ class Skill:
 
 
 def canonical_int(text: str) -> str | None:
-    """Return the last number in ``text`` as a canonical integer string, if it is an integer.
+    r"""Return the last number in ``text`` as a canonical integer string, if it is an integer.
 
     Accepts the equivalent formats people and models write: ``"1,200"``, ``"1200.0"``,
     ``"$1200"``, ``"\\boxed{1200}"``, ``"The answer is 1200 K."``.
 
-    >>> canonical_int("The answer is \\\\boxed{1,200.0} dollars")
+    >>> canonical_int("The answer is \\boxed{1,200.0} dollars")
     '1200'
     >>> canonical_int("no number") is None
     True
@@ -110,7 +110,7 @@ class Domain:
         seed: Seed of the evaluation splits; the splits are a pure function of (name, seed).
         public: Feedback split: the agent sees per-skill accuracy and failed items on it.
         private: Hidden split, scored once at the end of an episode.
-        seed_questions: Optional example questions (no answers), for the paper's "with seed" setting.
+        seed_questions: Example questions without answers (the paper's "with seed" setting).
     """
 
     name: str
@@ -143,7 +143,9 @@ class Domain:
         for s in self.skills:
             if s.name == name:
                 return s
-        raise KeyError(f"unknown skill {name!r} in domain {self.name!r}; skills: {self.skill_names}")
+        raise KeyError(
+            f"unknown skill {name!r} in domain {self.name!r}; skills: {self.skill_names}"
+        )
 
     def sample(self, skill: str, difficulty: int, rng: np.random.Generator) -> Item:
         """Draw one item from a skill's generator, never one that is in an evaluation split.

@@ -1,4 +1,4 @@
-"""Code: predict what a short Python program prints (the paper's LiveCodeBench output prediction)."""
+"""Code: predict what a short Python program prints (LiveCodeBench test-output prediction)."""
 
 from __future__ import annotations
 

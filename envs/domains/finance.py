@@ -92,7 +92,9 @@ def _best_parse(q: str) -> Problem | None:
 SKILLS = (
     Skill("profit", "profit = revenue - cost", _profit_sample, _profit_parse),
     Skill("total", "total of an order's prices", _total_sample, _total_parse),
-    Skill("balance", "account balance after a deposit and a payment", _balance_sample, _balance_parse),
+    Skill(
+        "balance", "account balance after a deposit and a payment", _balance_sample, _balance_parse
+    ),
     Skill("best_offer", "the highest of several offers", _best_sample, _best_parse),
 )
 

@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dataeng_gym.cli import main
+from dataeng_gym.episode import FINAL_KEYS
+
+
+def test_domains_lists_every_domain_with_skills(capsys):
+    assert main(["domains"]) == 0
+    out = capsys.readouterr().out
+    for name, skill in (("science", "atoms"), ("code", "reverse"), ("finance", "profit")):
+        assert f"{name}:" in out and f"- {skill}:" in out
+
+
+def test_unknown_domain_or_policy_lists_valid_ones(capsys):
+    assert main(["run", "--domain", "poetry"]) == 2
+    assert "science, code, finance" in capsys.readouterr().err
+    assert main(["run", "--policy", "oracle"]) == 2
+    assert "random, uniform, weakest-skill" in capsys.readouterr().err
+
+
+def test_run_end_to_end_on_the_fast_twin(tmp_path, capsys):
+    out = tmp_path / "ep"
+    code = main(["run", "--fast", "--policy", "weakest-skill", "--seed", "1", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "private accuracy" in captured.out  # the summary table
+    assert "step  1 generate" in captured.err  # live progress
+    steps = [json.loads(line) for line in (out / "episode.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(steps) == summary["steps"] >= 5
+    assert {"action", "reward_terms", "pool", "public"} <= set(steps[0])
+    assert set(FINAL_KEYS) | {"domain", "policy", "seed", "wall_seconds"} <= set(summary)
+    assert summary["policy"] == "weakest-skill" and summary["train_runs"] >= 1
+    for step in steps:
+        assert abs(sum(step["reward_terms"].values()) - step["reward"]) < 1e-9
+
+
+def test_config_fields_are_cli_options(tmp_path):
+    out = tmp_path / "ep"
+    assert (
+        main(["run", "--fast", "--policy", "uniform", "--teacher-budget", "900", "--out", str(out)])
+        == 0
+    )
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["teacher_budget"] == 900
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "dataeng-gym"
+    result = subprocess.run([exe, "domains"], capture_output=True, text=True, check=True)
+    assert "finance:" in result.stdout

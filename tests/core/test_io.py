@@ -1,0 +1,20 @@
+import json
+
+from dataeng_gym.io import append_jsonl, read_jsonl, write_json
+
+
+def test_torn_last_line_is_never_read_as_a_record(tmp_path):
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, {"a": 1})
+    append_jsonl(path, {"a": 2})
+    with open(path, "a") as f:
+        f.write('{"a": 3, "b"')  # a crash mid-write
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}]
+
+
+def test_write_json_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "summary.json"
+    write_json(path, {"x": 1})
+    write_json(path, {"x": 2})
+    assert json.loads(path.read_text()) == {"x": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
