@@ -6,11 +6,11 @@ difficulty ``d`` (1-3)::
 
     rate(kind, d) = NoiseConfig.<kind> * (1 + difficulty_slope * (d - 1))
 
-- ``wrong_answer``: a well-formed answer with the wrong value (an off-by-a-little number, two
-  swapped characters or list elements);
-- ``format_error``: the right value in the wrong format (``"The answer is 42."``, ``"$42.00"``,
-  a quoted string); the scorer would accept it, the domain's format check does not, and as a
-  training target it teaches the student to write junk;
+- ``wrong_answer``: a well-formed answer with the wrong value (an off-by-a-little number, or two
+  swapped characters of the same kind);
+- ``format_error``: the right value in the wrong format (``"The answer is 42."``, a quoted
+  string, ``\\boxed{42}``); a lenient numeric scorer would accept it, the domain's format check
+  does not, and as a training target it teaches the student to write junk;
 - ``near_duplicate``: an earlier sample of the same request with a rephrased prefix;
 - ``off_skill``: a sample of another skill, labelled with the requested one;
 - ``contamination``: a copy of a public evaluation item (a teacher that memorised the benchmark).
@@ -189,28 +189,24 @@ class ProceduralTeacher:
 
 
 def _wrong(answer: str, numeric: bool, rng: np.random.Generator) -> str:
-    """A well-formed answer with another value."""
+    """A well-formed answer with another value: a nearby number, or two characters swapped."""
     if numeric:
         value = int(answer)
         delta = int(rng.integers(1, max(2, value // 10) + 1))
         return str(value + delta if value < delta or rng.random() < 0.5 else value - delta)
-    if answer.startswith("["):
-        xs = answer[1:-1].split(", ")
-        if len(set(xs)) > 1:
-            while True:
-                i, j = rng.choice(len(xs), size=2, replace=False)
-                if xs[i] != xs[j]:
-                    xs[i], xs[j] = xs[j], xs[i]
-                    return "[" + ", ".join(xs) + "]"
-        return "[" + ", ".join([*xs, xs[-1]]) + "]"
     chars = list(answer)
-    if len(set(chars)) > 1:
-        while True:
-            i, j = rng.choice(len(chars), size=2, replace=False)
-            if chars[i] != chars[j]:
-                chars[i], chars[j] = chars[j], chars[i]
-                return "".join(chars)
-    return answer + chars[-1]
+    for same_class in (str.isdigit, str.isupper, str.islower):
+        idx = [i for i, c in enumerate(chars) if same_class(c)]
+        pairs = [(i, j) for i in idx for j in idx if chars[i] < chars[j]]
+        if pairs:
+            i, j = pairs[int(rng.integers(len(pairs)))]
+            chars[i], chars[j] = chars[j], chars[i]
+            return "".join(chars)
+    i = [k for k, c in enumerate(chars) if c.isalnum()][-1]
+    c = chars[i]
+    base, size = ("0", 10) if c.isdigit() else ("a", 26) if c.islower() else ("A", 26)
+    chars[i] = chr(ord(base) + (ord(c) - ord(base) + 1) % size)
+    return "".join(chars)
 
 
 def _misformat(answer: str, rng: np.random.Generator) -> str:

@@ -110,12 +110,15 @@ class WeakestSkillPolicy:
         cfg = self.config
         teacher_left = int(round(obs["budgets"][0] * cfg.teacher_budget))
         train_left = max(1, int(round(obs["budgets"][1] * cfg.train_budget)))
-        budget = teacher_left / train_left
+        pool_size = float(obs["pool_counts"].sum()) * cfg.teacher_budget
+        # half of this round's budget generates, the rest verifies; generate more when the pool
+        # is short of what a TRAIN needs (about 40% of raw samples are dropped by cleaning)
+        deficit = max(0.0, cfg.min_train_items - pool_size) / 0.6
+        spend = min(teacher_left / 2, max(teacher_left / train_left / 2, deficit))
         n = _skills(obs)
         weakness = (1.0 - obs["skill_acc"][:n]) ** 2 + 1e-3
         share = weakness / weakness.sum()
         generates = []
-        spend = budget / 2
         for s in np.argsort(-share):
             amount = _closest(cfg.amounts, spend * share[s], floor=True)
             if amount is not None and len(generates) < self.max_generates:
@@ -126,8 +129,11 @@ class WeakestSkillPolicy:
             generates.append(action(Op.GENERATE, weakest, 1 + self.round % 3, 0))
         self.plan.extend(generates)
         generated = sum(cfg.amounts[a["amount"]] for a in generates)
-        for _ in range(int(np.ceil(generated / max(cfg.amounts)))):
-            self.plan.append(action(Op.VERIFY, amount=len(cfg.amounts) - 1))
+        to_verify = min(generated, teacher_left - generated)
+        while to_verify >= min(cfg.amounts):
+            amount = _closest(cfg.amounts, to_verify, floor=True)
+            self.plan.append(action(Op.VERIFY, amount=amount))
+            to_verify -= cfg.amounts[amount]
         self.plan.extend(
             [
                 action(Op.FILTER, param=self.threshold),

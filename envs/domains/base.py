@@ -58,11 +58,9 @@ class Skill:
         sample: ``(rng, difficulty) -> (question, answer)``; a pure function of its inputs.
         parse: ``question -> Problem | None``; recovers the problem from the question text.
         answer_pattern: Regular expression a well-formed answer matches in full.
-        numeric: Whether answers are integers: scored by value and rendered
-            least-significant-digit first for the student (a tiny transformer learns that
-            several times faster).
-        to_target: For non-numeric skills, well-formed answer -> student target.
-        from_target: For non-numeric skills, student output -> answer.
+        numeric: Whether answers are integers, scored by value (so "1,200" equals "1200").
+        to_target: Well-formed answer -> student target.
+        from_target: Student output -> answer.
     """
 
     name: str
@@ -221,9 +219,9 @@ class Domain:
     def to_student(self, question: str, answer: str) -> tuple[str, str] | None:
         """Render an item for the student: ``(prompt, target)``, or ``None`` if unparseable.
 
-        The target is the answer as the teacher wrote it: well-formed numbers go
-        least-significant-digit first; anything else is kept as raw text, so format errors
-        that reach training teach the student to write junk, as they would a real model.
+        The target is the answer as the teacher wrote it; a malformed answer is kept as raw
+        text, so format errors that reach training teach the student to write junk, as they
+        would a real model.
         """
         problem = self.parse(question)
         if problem is None:
@@ -232,14 +230,11 @@ class Domain:
         skill = self.skill(problem.skill)
         if not self.well_formed(skill.name, text):
             return problem.prompt, text[:16]
-        return problem.prompt, text[::-1] if skill.numeric else skill.to_target(text)
+        return problem.prompt, skill.to_target(text)
 
     def from_student(self, skill: str, output: str) -> str:
         """Turn a student's raw output back into an answer in the skill's format."""
-        output = output.strip()
-        if self.skill(skill).numeric:
-            return output[::-1] if output.isdigit() else output
-        return self.skill(skill).from_target(output)
+        return self.skill(skill).from_target(output.strip())
 
     def student_eval(self, items: Sequence[Item]) -> list[str]:
         """Student prompts of evaluation items (always parseable: the domain made them)."""

@@ -1,4 +1,4 @@
-"""Finance: short business arithmetic word problems with whole-dollar answers."""
+"""Finance: the bookkeeping conversions of financial statements, with exact answers."""
 
 from __future__ import annotations
 
@@ -8,102 +8,100 @@ import numpy as np
 
 from dataeng_gym.envs.domains.base import Domain, Problem, Skill, choose, digits
 
-_SIZES = ((2, 2), (3, 2), (3, 3))
+# cents: $12.34 -> 1234
+_CENTS = re.compile(r"How many cents is \$(\d{1,6})\.(\d\d)\?")
 
 
-# profit = revenue - cost
-_PROFIT = re.compile(r"sold goods for \$(\d+) that cost \$(\d+)")
+def _cents_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    dollars, cents = digits(rng, d), int(rng.integers(0, 100))
+    return f"How many cents is ${dollars}.{cents:02d}?", str(dollars * 100 + cents)
 
 
-def _profit_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    na, nb = _SIZES[d - 1]
-    a, b = digits(rng, na), digits(rng, nb)
-    a, b = max(a, b), min(a, b)
-    shop = choose(rng, ("A shop", "A bakery", "A bookstore", "A market stall"))
-    return f"{shop} sold goods for ${a} that cost ${b}. What was the profit in dollars?", str(a - b)
+def _cents_parse(q: str) -> Problem | None:
+    m = _CENTS.search(q)
+    return Problem("cents", f"C {m[1]}.{m[2]}=", str(int(m[1] + m[2]))) if m else None
 
 
-def _profit_parse(q: str) -> Problem | None:
-    m = _PROFIT.search(q)
-    if not m or int(m[1]) < int(m[2]):
-        return None
-    return Problem("profit", f"P {m[1]} {m[2]}=", str(int(m[1]) - int(m[2])))
+# separators: 1234567 -> 1,234,567
+_SEP = re.compile(r"Write (\d{4,9}) (?:dollars|euros) with thousands separators")
 
 
-# total = sum of prices
-_TOTAL = re.compile(r"items priced ((?:\$\d+(?:, | and )?){2,4})\.")
+def _separators_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    x = digits(rng, (4, 6, 7)[d - 1] + int(rng.integers(0, 2)))
+    currency = choose(rng, ("dollars", "euros"))
+    return f"Write {x} {currency} with thousands separators.", f"{x:,}"
 
 
-def _total_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    n, size = ((2, 2), (3, 2), (3, 3))[d - 1]
-    xs = [digits(rng, size) for _ in range(n)]
-    listed = ", ".join(f"${x}" for x in xs[:-1]) + f" and ${xs[-1]}"
-    q = f"An order has items priced {listed}. What is the total in dollars?"
-    return q, str(sum(xs))
+def _separators_parse(q: str) -> Problem | None:
+    m = _SEP.search(q)
+    return Problem("separators", f"T {m[1]}=", f"{int(m[1]):,}") if m else None
 
 
-def _total_parse(q: str) -> Problem | None:
-    m = _TOTAL.search(q)
+# round_down: $4567 to the nearest hundred below -> 4500
+_ROUND = re.compile(r"Round \$(\d{2,7}) down to the nearest (ten|hundred|thousand) dollars")
+_PLACES = {"ten": 10, "hundred": 100, "thousand": 1000}
+
+
+def _round_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    place = ("ten", "hundred", "thousand")[d - 1]
+    x = digits(rng, d + 2 + int(rng.integers(0, 2)))
+    unit = _PLACES[place]
+    return f"Round ${x} down to the nearest {place} dollars.", str(x // unit * unit)
+
+
+def _round_parse(q: str) -> Problem | None:
+    m = _ROUND.search(q)
     if not m:
         return None
-    xs = [int(x) for x in re.findall(r"\$(\d+)", m[1])]
-    return Problem("total", "T " + " ".join(map(str, xs)) + "=", str(sum(xs)))
+    unit = _PLACES[m[2]]
+    return Problem("round_down", f"R {m[1]} {m[2][0]}=", str(int(m[1]) // unit * unit))
 
 
-# balance = start + deposit - payment
-_BALANCE = re.compile(r"starts at \$(\d+), receives a deposit of \$(\d+) and pays \$(\d+)")
+# mask: account 12345678 -> ****5678
+_MASK = re.compile(r"account number (\d{5,12}) for a statement")
 
 
-def _balance_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    size = (2, 2, 3)[d - 1]
-    a, b = digits(rng, size + (d == 2)), digits(rng, size)
-    c = int(rng.integers(1, a + b + 1))
-    q = f"An account starts at ${a}, receives a deposit of ${b} and pays ${c}. What is the balance?"
-    return q, str(a + b - c)
+def _mask_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    number = "".join(str(x) for x in rng.integers(0, 10, size=(6, 8, 10)[d - 1]))
+    q = (
+        f"Mask the account number {number} for a statement: "
+        "replace every digit but the last four with *."
+    )
+    return q, "*" * (len(number) - 4) + number[-4:]
 
 
-def _balance_parse(q: str) -> Problem | None:
-    m = _BALANCE.search(q)
-    if not m:
-        return None
-    a, b, c = int(m[1]), int(m[2]), int(m[3])
-    return Problem("balance", f"B {a} {b} {c}=", str(a + b - c)) if a + b >= c else None
-
-
-# max price among several offers
-_BEST = re.compile(r"offers of ((?:\$\d+(?:, | and )?){2,8})\.")
-
-
-def _best_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    xs = [digits(rng, 2) for _ in range((3, 5, 7)[d - 1])]
-    listed = ", ".join(f"${x}" for x in xs[:-1]) + f" and ${xs[-1]}"
-    q = f"A seller received offers of {listed}. What is the highest offer in dollars?"
-    return q, str(max(xs))
-
-
-def _best_parse(q: str) -> Problem | None:
-    m = _BEST.search(q)
-    if not m:
-        return None
-    xs = [int(x) for x in re.findall(r"\$(\d+)", m[1])]
-    return Problem("best_offer", "M " + " ".join(map(str, xs)) + "=", str(max(xs)))
+def _mask_parse(q: str) -> Problem | None:
+    m = _MASK.search(q)
+    return Problem("mask", f"M {m[1]}=", "*" * (len(m[1]) - 4) + m[1][-4:]) if m else None
 
 
 SKILLS = (
-    Skill("profit", "profit = revenue - cost", _profit_sample, _profit_parse),
-    Skill("total", "total of an order's prices", _total_sample, _total_parse),
+    Skill("cents", "a dollar amount in cents", _cents_sample, _cents_parse),
     Skill(
-        "balance", "account balance after a deposit and a payment", _balance_sample, _balance_parse
+        "separators",
+        "write an amount with thousands separators",
+        _separators_sample,
+        _separators_parse,
+        answer_pattern=r"\d{1,3}(,\d{3})+",
+        numeric=False,
     ),
-    Skill("best_offer", "the highest of several offers", _best_sample, _best_parse),
+    Skill("round_down", "round an amount down to a place", _round_sample, _round_parse),
+    Skill(
+        "mask",
+        "mask an account number but its last four digits",
+        _mask_sample,
+        _mask_parse,
+        answer_pattern=r"\*+\d{4}",
+        numeric=False,
+    ),
 )
 
 DESCRIPTION = """\
-Finance word problems in the spirit of FinanceReasoning: each question describes a small business
-situation and asks for a whole number of dollars. The answer is an integer (no $ sign, no
-decimals). Skills: profit (revenue minus cost), total (sum of prices), balance (start plus
-deposit minus payment), best_offer (the largest of several offers). Difficulty 1-3 adds digits
-and terms."""
+Finance statement questions in the spirit of FinanceReasoning, sized for a tiny student: the
+exact conversions a bookkeeper makes. Skills: cents ($12.34 -> 1234), separators (1234567 ->
+1,234,567), round_down ($4567 down to the nearest hundred -> 4500), mask (account 12345678 ->
+****5678). Answers are exact strings; numeric answers may be written in any equivalent format.
+Difficulty 1-3 adds digits."""
 
 
 def make(seed: int = 0) -> Domain:

@@ -1,4 +1,4 @@
-"""Science: unit conversions, chemical formulas, forces and temperatures (SciBench in miniature)."""
+"""Science: unit conversions, scientific notation and chemical formulas (SciBench in miniature)."""
 
 from __future__ import annotations
 
@@ -18,96 +18,99 @@ _UNITS = {
     ("kJ", "J"): 1000,
     ("MHz", "kHz"): 1000,
 }
-_UNIT = re.compile(r"Convert (\d+) (km|m|cm|kg|g|L|kJ|MHz) to (m|cm|mm|g|mg|mL|J|kHz)\b")
+_PAIRS = list(_UNITS)
+_UP = re.compile(r"Convert (\d+) (km|m|cm|kg|g|L|kJ|MHz) to (m|cm|mm|g|mg|mL|J|kHz)\b")
+_DOWN = re.compile(r"Express (\d+) (m|cm|mm|g|mg|mL|J|kHz) in (km|m|cm|kg|g|L|kJ|MHz)\b")
 
 
-def _units_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    (a, b), f = list(_UNITS.items())[int(rng.integers(len(_UNITS)))]
+def _up_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    a, b = _PAIRS[int(rng.integers(len(_PAIRS)))]
     x = digits(rng, d + 1)
-    return f"Convert {x} {a} to {b}. Give a whole number.", str(x * f)
+    return f"Convert {x} {a} to {b}. Give a whole number.", str(x * _UNITS[a, b])
 
 
-def _units_parse(q: str) -> Problem | None:
-    m = _UNIT.search(q)
+def _up_parse(q: str) -> Problem | None:
+    m = _UP.search(q)
     if not m or (m[2], m[3]) not in _UNITS:
         return None
-    return Problem("units", f"U {m[1]} {m[2]} {m[3]}=", str(int(m[1]) * _UNITS[m[2], m[3]]))
+    return Problem("units_up", f"U {m[1]} {m[2]} {m[3]}=", str(int(m[1]) * _UNITS[m[2], m[3]]))
 
 
-_ELEMENTS = ("C", "H", "O", "N", "S", "P", "Cl", "Na", "K", "Ca")
-_FORMULA = re.compile(r"molecule of ((?:[A-Z][a-z]?\d*){1,6})\b")
+def _down_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    a, b = _PAIRS[int(rng.integers(len(_PAIRS)))]
+    x = digits(rng, d + 1)
+    return f"Express {x * _UNITS[a, b]} {b} in {a}.", str(x)
 
 
-def _atoms_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+def _down_parse(q: str) -> Problem | None:
+    m = _DOWN.search(q)
+    if not m or (m[3], m[2]) not in _UNITS or int(m[1]) % _UNITS[m[3], m[2]]:
+        return None
+    return Problem("units_down", f"D {m[1]} {m[2]} {m[3]}=", str(int(m[1]) // _UNITS[m[3], m[2]]))
+
+
+_ELEMENTS = ("C", "H", "O", "N", "S", "P", "Cl", "Na", "K", "Ca", "Mg", "Fe", "Br", "Si")
+_FORMULA = re.compile(r"appear in ((?:[A-Z][a-z]?\d*){1,6})\?")
+
+
+def _elements_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
     picks = rng.choice(len(_ELEMENTS), size=d + 1, replace=False)
     counts = rng.integers(1, 10, size=d + 1)
     formula = "".join(_ELEMENTS[i] + (str(c) if c > 1 else "") for i, c in zip(picks, counts))
-    return f"How many atoms are in one molecule of {formula}?", str(int(counts.sum()))
+    q = f"Which elements appear in {formula}? Write their symbols in order, without counts."
+    return q, "".join(_ELEMENTS[i] for i in picks)
 
 
-def _atoms_parse(q: str) -> Problem | None:
+def _elements_parse(q: str) -> Problem | None:
     m = _FORMULA.search(q)
     if not m:
         return None
-    parts = re.findall(r"([A-Z][a-z]?)(\d*)", m[1])
-    if any(el not in _ELEMENTS for el, _ in parts):
+    symbols = re.findall(r"[A-Z][a-z]?", m[1])
+    if any(el not in _ELEMENTS for el in symbols) or len(set(symbols)) != len(symbols):
         return None
-    return Problem("atoms", f"A {m[1]}=", str(sum(int(c or 1) for _, c in parts)))
+    return Problem("elements", f"L {m[1]}=", "".join(symbols))
 
 
-_FORCE = re.compile(r"(\d+) N to the (?:right|east) and (\d+) N to the (?:left|west)")
+_SCI = re.compile(r"Write (\d)\.(\d{1,3}) x 10\^(\d) as a whole number")
 
 
-def _force_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    na, nb = ((2, 1), (2, 2), (3, 2))[d - 1]
-    a, b = digits(rng, na), digits(rng, nb)
-    right, left = choose(rng, ("right", "east")), ""
-    left = {"right": "left", "east": "west"}[right]
-    obj = choose(rng, ("cart", "box", "sled"))
-    q = (
-        f"Two forces act on a {obj}: {a} N to the {right} and {b} N to the {left}. "
-        "What is the magnitude of the net force in newtons?"
-    )
-    return q, str(abs(a - b))
+def _scientific_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
+    mantissa = f"{digits(rng, 1)}.{int(rng.integers(1, 10**d)):0{d}d}"
+    exponent = int(rng.integers(d, 10))
+    return f"Write {mantissa} x 10^{exponent} as a whole number.", _expand(mantissa, exponent)
 
 
-def _force_parse(q: str) -> Problem | None:
-    m = _FORCE.search(q)
-    if not m:
+def _expand(mantissa: str, exponent: int) -> str:
+    whole, frac = mantissa.split(".")
+    return str(int(whole + frac + "0" * (exponent - len(frac))))
+
+
+def _scientific_parse(q: str) -> Problem | None:
+    m = _SCI.search(q)
+    if not m or int(m[3]) < len(m[2]):
         return None
-    return Problem("net_force", f"F {m[1]} {m[2]}=", str(abs(int(m[1]) - int(m[2]))))
-
-
-_HEAT = re.compile(r"at (\d+) degrees Celsius is heated by (\d+) degrees")
-
-
-def _kelvin_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    na, nb = ((2, 1), (2, 2), (3, 2))[d - 1]
-    t, dt = digits(rng, na), digits(rng, nb)
-    sample = choose(rng, ("water", "a gas", "a metal block"))
-    q = f"A sample of {sample} at {t} degrees Celsius is heated by {dt} degrees. "
-    return q + "What is its final temperature in kelvin (use 273)?", str(t + dt + 273)
-
-
-def _kelvin_parse(q: str) -> Problem | None:
-    m = _HEAT.search(q)
-    if not m:
-        return None
-    return Problem("kelvin", f"K {m[1]} {m[2]}=", str(int(m[1]) + int(m[2]) + 273))
+    return Problem("scientific", f"E {m[1]}.{m[2]} {m[3]}=", _expand(f"{m[1]}.{m[2]}", int(m[3])))
 
 
 SKILLS = (
-    Skill("units", "convert between metric units", _units_sample, _units_parse),
-    Skill("atoms", "count the atoms in a molecular formula", _atoms_sample, _atoms_parse),
-    Skill("net_force", "net force of two opposing forces", _force_sample, _force_parse),
-    Skill("kelvin", "final temperature in kelvin after heating", _kelvin_sample, _kelvin_parse),
+    Skill("units_up", "convert to a smaller metric unit", _up_sample, _up_parse),
+    Skill("units_down", "convert to a larger metric unit", _down_sample, _down_parse),
+    Skill(
+        "elements",
+        "list the element symbols of a formula",
+        _elements_sample,
+        _elements_parse,
+        answer_pattern=r"([A-Z][a-z]?)+",
+        numeric=False,
+    ),
+    Skill("scientific", "expand scientific notation", _scientific_sample, _scientific_parse),
 )
 
 DESCRIPTION = """\
-Science questions in the spirit of SciBench, small enough for a tiny student: each asks for one
-whole number. Skills: units (metric unit conversion), atoms (atoms in one molecule of a formula
-such as C2H6O), net_force (two opposing forces in newtons), kelvin (a temperature after heating,
-in kelvin, with 0 C = 273 K). Difficulty 1-3 adds digits and elements."""
+Science questions in the spirit of SciBench, sized for a tiny student. Answers are whole numbers,
+except for elements, whose answer is the element symbols in order (C2H6O -> CHO). Skills:
+units_up (34 km -> 34000 m), units_down (34000 m -> 34 km), elements (the symbols of a
+molecular formula), scientific (4.07 x 10^5 -> 407000). Difficulty 1-3 adds digits."""
 
 
 def make(seed: int = 0) -> Domain:

@@ -10,7 +10,7 @@ from dataeng_gym.episode import FINAL_KEYS
 def test_domains_lists_every_domain_with_skills(capsys):
     assert main(["domains"]) == 0
     out = capsys.readouterr().out
-    for name, skill in (("science", "atoms"), ("code", "reverse"), ("finance", "profit")):
+    for name, skill in (("science", "elements"), ("code", "reverse"), ("finance", "cents")):
         assert f"{name}:" in out and f"- {skill}:" in out
 
 

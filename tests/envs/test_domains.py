@@ -63,7 +63,7 @@ def test_student_format_round_trips(domain):
 )
 def test_numeric_scorer_accepts_equivalent_formats(given):
     d = make_domain("finance")
-    item = next(i for i in d.public if i.skill == "profit")
+    item = next(i for i in d.public if i.skill == "cents")
     item = type(item)(item.question, "1200", item.skill, item.difficulty)
     assert d.score(item, given) == 1.0
     assert d.score(item, "1201") == 0.0
@@ -72,10 +72,11 @@ def test_numeric_scorer_accepts_equivalent_formats(given):
 
 def test_code_scorer_formats():
     d = make_domain("code")
-    item = next(i for i in d.public if i.skill == "sort")
+    item = next(i for i in d.public if i.skill == "upper")
     assert d.score(item, item.answer) == 1.0
     assert d.score(item, "  " + item.answer + "\n") == 1.0
     assert d.score(item, item.answer[:-1]) == 0.0
+    assert d.score(item, item.answer.lower()) == 0.0
     rev = next(i for i in d.public if i.skill == "reverse")
     assert d.score(rev, rev.answer[::-1]) == float(rev.answer == rev.answer[::-1])
 
@@ -84,7 +85,7 @@ def test_format_errors_render_as_junk_targets():
     d = make_domain("science")
     item = d.public[0]
     prompt, target = d.to_student(item.question, f"The answer is {item.answer}.")
-    assert not target.isdigit()
+    assert target != item.answer and d.to_student(item.question, item.answer)[1] == item.answer
 
 
 def test_seed_questions_and_description(domain):

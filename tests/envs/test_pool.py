@@ -75,12 +75,13 @@ def test_decontaminate_catches_copies_and_prefixed_copies(domain):
 
 def test_mix_weights_scale_skills(domain):
     pool = _pool(domain, n=100)
-    pool.mix("units", 0.0)
-    pool.mix("atoms", 2.0)
-    pool.mix("net_force", 0.5)
+    pool.mix("units_up", 0.0)
+    pool.mix("units_down", 2.0)
+    pool.mix("elements", 0.5)
     items = pool.training_items(np.random.default_rng(0), limit=10_000)
     c = Counter(s.skill for s in items)
-    assert c["units"] == 0 and c["atoms"] == 200 and c["net_force"] == 50 and c["kelvin"] == 100
+    assert c["units_up"] == 0 and c["units_down"] == 200 and c["elements"] == 50
+    assert c["scientific"] == 100
 
 
 def test_orders(domain):
