@@ -39,7 +39,7 @@ class EnvConfig:
     """Seed of the base checkpoint; shared by all episodes so rewards are paired deltas."""
     base_items: int = 20000
     """Examples in the base student's general, skewed training mix."""
-    base_skill_mix: tuple[float, ...] = (0.5, 0.3, 0.15, 0.05)
+    base_skill_mix: tuple[float, ...] = (0.495, 0.495, 0.005, 0.005)
     """Share of each skill (in a seeded order) in the base mix: the last skills start weak."""
     base_difficulty_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     """Share of each difficulty in the base mix."""

@@ -510,7 +510,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     def _base_key(self, domain: Domain) -> str:
         cfg = self.config
         return (
-            f"{domain.name}-{domain.seed}-{'.'.join(domain.skill_names)}-items{cfg.base_items}"
+            f"{domain.name}-{domain.seed}-{domain.fingerprint}-items{cfg.base_items}"
             f"-skills{cfg.base_skill_mix}"
             f"-diff{cfg.base_difficulty_mix}"
         )

@@ -115,14 +115,14 @@ class StudentConfig:
     num_heads: int = 4
     intermediate_size: int = 256
     max_length: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 3
     max_train_steps: int = 150
     warmup_ratio: float = 0.1
     base_lr: float = 3e-3
-    base_steps: int = 2000
+    base_steps: int = 1000
     base_batch_size: int = 64
     eval_batch_size: int = 512
     max_new_tokens: int = 12

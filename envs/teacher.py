@@ -1,4 +1,4 @@
-"""Teachers turn generation requests into samples; the procedural one adds realistic noise.
+r"""Teachers turn generation requests into samples; the procedural one adds realistic noise.
 
 The noise model is what makes verifying, filtering and deduplicating worth their cost. Each
 sample is clean or carries exactly one kind of noise, drawn with these probabilities at
@@ -9,7 +9,7 @@ difficulty ``d`` (1-3)::
 - ``wrong_answer``: a well-formed answer with the wrong value (an off-by-a-little number, or two
   swapped characters of the same kind);
 - ``format_error``: the right value in the wrong format (``"The answer is 42."``, a quoted
-  string, ``\\boxed{42}``); a lenient numeric scorer would accept it, the domain's format check
+  string, ``\boxed{42}``); a lenient numeric scorer would accept it, the domain's format check
   does not, and as a training target it teaches the student to write junk;
 - ``near_duplicate``: an earlier sample of the same request with a rephrased prefix;
 - ``off_skill``: a sample of another skill, labelled with the requested one;

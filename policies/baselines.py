@@ -86,14 +86,21 @@ class WeakestSkillPolicy:
     """Each round: generate for the weakest skills, verify, filter, dedup, decontaminate, train.
 
     A round's teacher budget is what is left divided by the TRAIN runs left; half of it is spent
-    on generation, split over skills in proportion to (1 - public accuracy)^2 (the weakest get
-    most), and the rest verifies what was generated.
+    on generation, split over skills in proportion to (1 - public accuracy) + ``floor`` (the
+    weakest get most; the floor keeps some data of every skill, since a tiny student forgets
+    what a TRAIN does not show it), and the rest verifies what was generated.
     """
 
     def __init__(
-        self, config: EnvConfig, seed: int | None = None, max_generates: int = 4, threshold: int = 1
+        self,
+        config: EnvConfig,
+        seed: int | None = None,
+        max_generates: int = 4,
+        threshold: int = 1,
+        floor: float = 0.2,
     ) -> None:
         self.config, self.max_generates, self.threshold = config, max_generates, threshold
+        self.floor = floor
         self.plan: deque[dict[str, int]] = deque()
         self.round = 0
 
@@ -116,7 +123,7 @@ class WeakestSkillPolicy:
         deficit = max(0.0, cfg.min_train_items - pool_size) / 0.6
         spend = min(teacher_left / 2, max(teacher_left / train_left / 2, deficit))
         n = _skills(obs)
-        weakness = (1.0 - obs["skill_acc"][:n]) ** 2 + 1e-3
+        weakness = 1.0 - obs["skill_acc"][:n] + self.floor
         share = weakness / weakness.sum()
         generates = []
         for s in np.argsort(-share):

@@ -7,6 +7,7 @@ the same domain can verify, render and score items that came from any teacher (p
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +246,13 @@ class Domain:
                 raise RuntimeError(f"{self.name}: cannot parse its own item {item.question!r}")
             prompts.append(problem.prompt)
         return prompts
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of what the domain generates, so caches notice any change to a generator."""
+        blob = "\x1e".join([self.name, *self.skill_names, *self.seed_questions])
+        blob += "\x1e".join(f"{i.question}\x1f{i.answer}" for i in self.public)
+        return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
     @cached_property
     def eval_texts(self) -> list[str]:

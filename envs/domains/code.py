@@ -21,7 +21,7 @@ _REVERSE = re.compile(r's = "([a-z]{1,12})"\s*print\(s\[::-1\]\)')
 
 
 def _reverse_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    word = "".join(rng.choice(list(_LETTERS), size=2 * d + 1))
+    word = "".join(rng.choice(list(_LETTERS), size=d + 2))
     return _program(rng, f's = "{word}"\nprint(s[::-1])'), word[::-1]
 
 
@@ -35,7 +35,7 @@ _UPPER = re.compile(r's = "([a-z]{1,12})"\s*print\(s\.upper\(\)\)')
 
 
 def _upper_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    word = "".join(rng.choice(list(_LETTERS), size=2 * d + 1))
+    word = "".join(rng.choice(list(_LETTERS), size=d + 2))
     return _program(rng, f's = "{word}"\nprint(s.upper())'), word.upper()
 
 
@@ -49,7 +49,7 @@ _REPLACE = re.compile(r's = "([a-z]{1,12})"\s*print\(s\.replace\("([a-z])", "([a
 
 
 def _replace_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    word = "".join(rng.choice(list("abcdef"), size=2 * d + 2))
+    word = "".join(rng.choice(list("abcdef"), size=d + 3))
     old, new = rng.choice(list("abcdef"), size=2, replace=False)
     body = f's = "{word}"\nprint(s.replace("{old}", "{new}"))'
     return _program(rng, body), word.replace(old, new)
@@ -65,7 +65,7 @@ _SLICE = re.compile(r's = "([a-z]{1,12})"\s*print\(s\[(\d):(\d)\]\)')
 
 
 def _slice_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    word = "".join(rng.choice(list(_LETTERS), size=2 * d + 3))
+    word = "".join(rng.choice(list(_LETTERS), size=d + 3))
     i = int(rng.integers(0, len(word) - 1))
     j = int(rng.integers(i + 1, len(word) + 1))
     return _program(rng, f's = "{word}"\nprint(s[{i}:{j}])'), word[i:j]

@@ -27,7 +27,7 @@ _SEP = re.compile(r"Write (\d{4,9}) (?:dollars|euros) with thousands separators"
 
 
 def _separators_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    x = digits(rng, (4, 6, 7)[d - 1] + int(rng.integers(0, 2)))
+    x = digits(rng, d + 3)
     currency = choose(rng, ("dollars", "euros"))
     return f"Write {x} {currency} with thousands separators.", f"{x:,}"
 
@@ -38,13 +38,13 @@ def _separators_parse(q: str) -> Problem | None:
 
 
 # round_down: $4567 to the nearest hundred below -> 4500
-_ROUND = re.compile(r"Round \$(\d{2,7}) down to the nearest (ten|hundred|thousand) dollars")
+_ROUND = re.compile(r"Round \$(\d{2,9}) down to the nearest (ten|hundred|thousand) dollars")
 _PLACES = {"ten": 10, "hundred": 100, "thousand": 1000}
 
 
 def _round_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
     place = ("ten", "hundred", "thousand")[d - 1]
-    x = digits(rng, d + 2 + int(rng.integers(0, 2)))
+    x = digits(rng, d + 2)
     unit = _PLACES[place]
     return f"Round ${x} down to the nearest {place} dollars.", str(x // unit * unit)
 
@@ -54,7 +54,7 @@ def _round_parse(q: str) -> Problem | None:
     if not m:
         return None
     unit = _PLACES[m[2]]
-    return Problem("round_down", f"R {m[1]} {m[2][0]}=", str(int(m[1]) // unit * unit))
+    return Problem("round_down", f"R {m[1]} {unit}=", str(int(m[1]) // unit * unit))
 
 
 # mask: account 12345678 -> ****5678
@@ -62,7 +62,7 @@ _MASK = re.compile(r"account number (\d{5,12}) for a statement")
 
 
 def _mask_sample(rng: np.random.Generator, d: int) -> tuple[str, str]:
-    number = "".join(str(x) for x in rng.integers(0, 10, size=(6, 8, 10)[d - 1]))
+    number = "".join(str(x) for x in rng.integers(0, 10, size=d + 5))
     q = (
         f"Mask the account number {number} for a statement: "
         "replace every digit but the last four with *."

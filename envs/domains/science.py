@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from dataeng_gym.envs.domains.base import Domain, Problem, Skill, choose, digits
+from dataeng_gym.envs.domains.base import Domain, Problem, Skill, digits
 
 _UNITS = {
     ("km", "m"): 1000,
