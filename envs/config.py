@@ -39,8 +39,8 @@ class EnvConfig:
     """Seed of the base checkpoint; shared by all episodes so rewards are paired deltas."""
     base_items: int = 20000
     """Examples in the base student's general, skewed training mix."""
-    base_skill_mix: tuple[float, ...] = (0.495, 0.495, 0.005, 0.005)
-    """Share of each skill (in a seeded order) in the base mix: the last skills start weak."""
+    base_skill_mix: tuple[float, ...] | None = None
+    """Share of each skill (in a seeded order) in the base mix; None: the domain's ``base_mix``."""
     base_difficulty_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     """Share of each difficulty in the base mix."""
     eval_public_limit: int = 0
@@ -80,7 +80,7 @@ class EnvConfig:
             raise ValueError(f"EnvConfig.amounts must be positive counts, got {self.amounts}")
         if not 0 <= self.verify_error_rate < 0.5:
             raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
-        if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix) < 0:
+        if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix or (0,)) < 0:
             raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
         if self.eval_public_limit < 0 or self.eval_private_limit < 0:
             raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")

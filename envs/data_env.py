@@ -511,7 +511,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         cfg = self.config
         return (
             f"{domain.name}-{domain.seed}-{domain.fingerprint}-items{cfg.base_items}"
-            f"-skills{cfg.base_skill_mix}"
+            f"-skills{cfg.base_skill_mix or domain.base_mix}"
             f"-diff{cfg.base_difficulty_mix}"
         )
 
@@ -544,13 +544,13 @@ def _decontamination_index(domain: Domain, n: int) -> NgramIndex:
 def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:
     """The base student's general, skewed training mix: clean items, most of a few skills.
 
-    Skills get ``base_skill_mix`` shares in a seeded order, so some skills start strong and
-    others weak, which is what makes targeted curation pay off.
+    Skills get the domain's ``base_mix`` shares (or ``config.base_skill_mix``) in a seeded order,
+    so some skills start strong and others weak, which is what makes targeted curation pay off.
     """
     rng = np.random.default_rng([config.student_seed, 99])
     order = rng.permutation(len(domain.skills))
     shares = np.zeros(len(domain.skills))
-    mix = np.array(config.base_skill_mix[: len(domain.skills)], dtype=float)
+    mix = np.array((config.base_skill_mix or domain.base_mix)[: len(domain.skills)], dtype=float)
     shares[order[: len(mix)]] = mix
     shares /= shares.sum()
     skills = rng.choice(len(domain.skills), size=config.base_items, p=shares)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import string
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -17,9 +17,6 @@ from gymnasium import spaces
 from dataeng_gym.envs.data_env import Action, DataEngEnv, Op
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import ORDERS
-
-if TYPE_CHECKING:
-    pass
 
 CHARSET = string.printable
 """Characters of text observations and actions (the Text space default is alphanumeric only)."""

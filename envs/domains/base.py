@@ -107,6 +107,9 @@ class Domain:
         description: A short text an agent can read: the domain, its answer format, its skills.
         skills: The domain's skills, in a fixed order (the order of the env's skill index).
         seed: Seed of the evaluation splits; the splits are a pure function of (name, seed).
+        base_mix: Share of each skill (in a seeded order) in the base student's training mix.
+            Calibrated per domain so that the base scores 10-70% on ``public`` and targeted
+            data can lift its weak skills within one episode.
         public: Feedback split: the agent sees per-skill accuracy and failed items on it.
         private: Hidden split, scored once at the end of an episode.
         seed_questions: Example questions without answers (the paper's "with seed" setting).
@@ -116,6 +119,7 @@ class Domain:
     description: str
     skills: tuple[Skill, ...]
     seed: int = 0
+    base_mix: tuple[float, ...] = (0.495, 0.495, 0.005, 0.005)
     public: list[Item] = field(init=False)
     private: list[Item] = field(init=False)
     seed_questions: list[str] = field(init=False)

@@ -237,7 +237,7 @@ def test_final_info_fields_and_reward_sum():
         assert key in info
     assert info["gain_abs"] == pytest.approx(info["final_private"] - info["base_private"])
     assert info["public_private_gap"] == pytest.approx(info["final_public"] - info["final_private"])
-    assert info["teacher_samples"] == 4 * 100 + 100 + 200
+    assert info["teacher_samples"] == 4 * 100 + 200 + 200  # generate, verify, generate
     with pytest.raises(gym.error.ResetNeeded):
         env.unwrapped.step(act(Op.DEDUP))
 
