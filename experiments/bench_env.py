@@ -123,7 +123,7 @@ def main() -> int:
     args = parse_args()
     config = FAST if args.as_test else EnvConfig()
     if args.as_test:
-        args.gap_seeds, args.policy_seeds, args.gap_items = 1, 1, 150
+        args.gap_seeds, args.policy_seeds, args.gap_items = 1, 1, 600
         args.domains = args.domains[:1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
