@@ -23,19 +23,3 @@ class MissingExtraError(DataEngError, ImportError):
 
 class StudentError(DataEngError):
     """Student training or evaluation failed."""
-
-
-class TeacherError(DataEngError):
-    """The teacher could not serve a generation request."""
-
-
-class BudgetError(DataEngError):
-    """An operation needs more budget than is left."""
-
-
-class ContaminationError(DataEngError):
-    """Evaluation data would reach training."""
-
-
-class PolicyError(DataEngError):
-    """A policy produced output that cannot be turned into an action."""

@@ -217,6 +217,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         self.student_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self.done = False
+        self.pool_stats = self.pool.stats()
         return self._observation(), self._info(None, {}, {})
 
     def step(
@@ -258,6 +259,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
                 "reward": reward,
             }
         )
+        self.pool_stats = self.pool.stats()  # once per step: observation, info and text read it
         info = self._info(error, terms, result)
         if terminated:
             self.done = True
@@ -450,7 +452,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         cfg = self.config
         counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
         counts[:n] = self.pool.counts() / cfg.teacher_budget
-        stats = self.pool.stats()
+        stats = self.pool_stats
         return {
             "skill_acc": per_skill(self.last_eval.per_skill),
             "base_skill_acc": per_skill(self.base_eval.per_skill),
@@ -482,7 +484,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             "invalid_action": error,
             "reward_terms": terms,
             "result": result,
-            "pool": self.pool.stats(),
+            "pool": self.pool_stats,
             "teacher_left": self.teacher_left,
             "train_left": self.train_left,
             "public": self.last_eval.score,

@@ -15,6 +15,7 @@ import numpy as np
 
 from dataeng_gym.envs.decontam import NgramIndex
 from dataeng_gym.envs.domains import DIFFICULTIES, Domain
+from dataeng_gym.envs.domains.base import normalize_text
 from dataeng_gym.envs.teacher import Sample
 
 ORDERS = ("random", "easy_to_hard", "interleave", "hard_to_easy")
@@ -102,7 +103,7 @@ class DataPool:
         kept = []
         exact = near = 0
         for s in self.items:
-            text = " ".join(s.question.lower().split())
+            text = normalize_text(s.question)
             key = self.domain.key(s.question)
             if text in texts:
                 exact += 1
@@ -117,8 +118,20 @@ class DataPool:
 
     def duplicates(self) -> int:
         """How many items repeat an earlier item's problem (what DEDUP would remove)."""
-        keys = [self.domain.key(s.question) for s in self.items]
-        return len(keys) - len(set(keys))
+        return len(self.items) - self._scan()[1]
+
+    def _scan(self) -> tuple[int, int]:
+        """Malformed or off-skill items, and distinct problems, parsing each question once."""
+        malformed, keys = 0, set()
+        for s in self.items:
+            problem, key = self.domain.identify(s.question)
+            keys.add(key)
+            malformed += (
+                problem is None
+                or problem.skill != s.skill
+                or not self.domain.well_formed(s.skill, s.answer)
+            )
+        return malformed, len(keys)
 
     def decontaminate(self, index: NgramIndex) -> dict[str, int]:
         kept = [s for s in self.items if not index.contaminated(s.question)]
@@ -148,14 +161,14 @@ class DataPool:
         """Pool statistics an agent can see (all computable without hidden labels)."""
         n = len(self.items)
         verified = [s for s in self.items if s.verified is not None]
-        malformed = sum(self.reject_reason(s) in ("format", "off_skill") for s in self.items)
+        malformed, distinct = self._scan()
         return {
             "size": n,
             "verified_frac": len(verified) / n if n else 0.0,
             "verified_wrong_frac": (
                 sum(not s.verified for s in verified) / len(verified) if verified else 0.0
             ),
-            "duplicate_frac": self.duplicates() / n if n else 0.0,
+            "duplicate_frac": (n - distinct) / n if n else 0.0,
             "malformed_frac": malformed / n if n else 0.0,
             "mean_quality": float(np.mean([s.quality for s in self.items])) if n else 0.0,
         }

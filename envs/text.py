@@ -103,7 +103,7 @@ def render_state(env: DataEngEnv) -> str:
     """The prompt an LLM agent reads: everything the structured observation holds, and more."""
     d, cfg, pool = env.domain, env.config, env.pool
     assert d is not None
-    stats = pool.stats()
+    stats = env.pool_stats
     counts = pool.counts()
     lines = [f"# Data engineering task: {d.name}", "", d.description, ""]
     lines.append("## Skills: public accuracy after the last TRAIN / of the base student")

@@ -114,6 +114,37 @@ def scenario_gain(config: EnvConfig, scenario: str, seed: int, items: int) -> tu
     return info["result"]["public"] - env.base_eval.score, seconds
 
 
+def header(first: str, domains: list[str]) -> list[str]:
+    """The first two lines of a Markdown table with one column per domain."""
+    return [f"| {first} | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
+
+
+def record(
+    rows: list[dict[str, object]],
+    table: str,
+    domain: str,
+    name: str,
+    seed: int,
+    value: float,
+    seconds: float,
+) -> None:
+    """Keep one measurement for the CSV and show it as it is made."""
+    rows.append(
+        {
+            "table": table,
+            "domain": domain,
+            "name": name,
+            "seed": seed,
+            "value": value,
+            "seconds": seconds,
+        }
+    )
+    print(
+        f"{table} {domain:8} {name:30} seed {seed}: {100 * value:+.1f} ({seconds:.1f}s)",
+        file=sys.stderr,
+    )
+
+
 def mean_std(xs: list[float]) -> str:
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{100 * statistics.mean(xs):+.1f} ± {100 * sd:.1f}"
@@ -140,10 +171,7 @@ def main() -> int:
     # 1. action gaps and TRAIN time
     train_seconds: list[float] = []
     lines += ["### Action gaps: public gain of one TRAIN (points, mean ± std over seeds)", ""]
-    lines += [
-        "| scenario | " + " | ".join(args.domains) + " |",
-        "|---" * (len(args.domains) + 1) + "|",
-    ]
+    lines += header("scenario", args.domains)
     table: dict[str, list[str]] = {}
     bases: list[str] = []
     for domain in args.domains:
@@ -162,20 +190,7 @@ def main() -> int:
                 gain, seconds = scenario_gain(dconfig, scenario, seed, args.gap_items)
                 gains.append(gain)
                 train_seconds.append(seconds)
-                rows.append(
-                    {
-                        "table": "gap",
-                        "domain": domain,
-                        "name": scenario,
-                        "seed": seed,
-                        "value": gain,
-                        "seconds": seconds,
-                    }
-                )
-                print(
-                    f"gap {domain:8} {scenario:30} seed {seed}: {100 * gain:+.1f} ({seconds:.1f}s)",
-                    file=sys.stderr,
-                )
+                record(rows, "gap", domain, scenario, seed, gain, seconds)
             table.setdefault(scenario, []).append(mean_std(gains))
     lines += [f"| {s} | " + " | ".join(v) + " |" for s, v in table.items()]
     lines += ["", "### Base student (public accuracy, %)", ""]
@@ -192,10 +207,7 @@ def main() -> int:
     # 2. baseline policies
     lines += ["### Baseline policies: private gain (points, mean ± std over seeds)", ""]
     policies = ("weakest-skill", "uniform", "random")
-    lines += [
-        "| policy | " + " | ".join(args.domains) + " |",
-        "|---" * (len(args.domains) + 1) + "|",
-    ]
+    lines += header("policy", args.domains)
     ptable: dict[str, list[str]] = {}
     walls: list[float] = []
     for domain in args.domains:
@@ -207,20 +219,8 @@ def main() -> int:
                 summary = run_episode(env, make_policy(name, dconfig, seed=seed), seed=seed)
                 gains.append(summary["gain_abs"])
                 walls.append(summary["wall_seconds"])
-                rows.append(
-                    {
-                        "table": "policy",
-                        "domain": domain,
-                        "name": name,
-                        "seed": seed,
-                        "value": summary["gain_abs"],
-                        "seconds": summary["wall_seconds"],
-                    }
-                )
-                print(
-                    f"policy {domain:8} {name:14} seed {seed}: {100 * summary['gain_abs']:+.1f} "
-                    f"({summary['wall_seconds']:.1f}s)",
-                    file=sys.stderr,
+                record(
+                    rows, "policy", domain, name, seed, summary["gain_abs"], summary["wall_seconds"]
                 )
             ptable.setdefault(name, []).append(mean_std(gains))
     lines += [f"| {s} | " + " | ".join(v) + " |" for s, v in ptable.items()]

@@ -193,10 +193,14 @@ class Domain:
                 return problem
         return None
 
+    def identify(self, question: str) -> tuple[Problem | None, str]:
+        """The parsed problem and its identity key (the student prompt, else normalised text)."""
+        problem = self.parse(question)
+        return problem, problem.prompt if problem else normalize_text(question)
+
     def key(self, question: str) -> str:
         """Identity of the problem a question asks: its student prompt, else its normalised text."""
-        problem = self.parse(question)
-        return problem.prompt if problem else " ".join(question.lower().split())
+        return self.identify(question)[1]
 
     def solve(self, question: str) -> str | None:
         """The correct answer, computed by the rule-based solver; ``None`` if unparseable."""
@@ -262,6 +266,11 @@ class Domain:
     def eval_texts(self) -> list[str]:
         """Question texts of both splits, for decontamination."""
         return [item.question for item in self.public + self.private]
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case with runs of whitespace collapsed: the identity of an exact duplicate."""
+    return " ".join(text.lower().split())
 
 
 def digits(rng: np.random.Generator, n: int) -> int:

@@ -12,6 +12,7 @@ import dataeng_gym  # noqa: F401  (registers the envs)
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.envs.data_env import DataEngEnv, Op
 from dataeng_gym.envs.teacher import CLEAN, ProceduralTeacher, Sample
+from dataeng_gym.episode import FINAL_KEYS
 from dataeng_gym.policies import make_policy
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("dataeng_gym/"))
@@ -214,13 +215,13 @@ def test_items_not_from_the_teacher_are_dropped_at_the_gate():
 def test_final_info_fields_and_reward_sum():
     env = make()
     env.reset(seed=3)
-    total = 0.0
+    gains = 0.0
     for action in _scripted():
         _, reward, terminated, _, info = env.step(action)
-        total += reward
+        gains += info["reward_terms"]["gain"]
         if terminated:
             break
-    for key in (
+    required = {  # the list of final fields, kept apart from the code's FINAL_KEYS
         "base_public",
         "final_public",
         "base_private",
@@ -233,8 +234,9 @@ def test_final_info_fields_and_reward_sum():
         "student_seconds",
         "invalid_actions",
         "contaminated_removed",
-    ):
-        assert key in info
+    }
+    assert required <= info.keys() and required == set(FINAL_KEYS)
+    assert gains == pytest.approx(info["final_public"] - info["base_public"])
     assert info["gain_abs"] == pytest.approx(info["final_private"] - info["base_private"])
     assert info["public_private_gap"] == pytest.approx(info["final_public"] - info["final_private"])
     assert info["teacher_samples"] == 4 * 100 + 200 + 200  # generate, verify, generate
