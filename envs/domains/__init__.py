@@ -1,6 +1,13 @@
-"""Built-in offline domains, by name.
+r"""Built-in offline domains, by name.
 
 ``make_domain(name, seed)`` builds one; the splits are a pure function of (name, seed).
+
+Scorers are the domains' own. The issue asks for reasoning-gym's scorer where it has one; none
+of these skills is a reasoning-gym task, and the nearest one (``spell_backward`` for code's
+``reverse``) scores case-insensitively, so ``"CBA"`` would count as the reversal of ``"abc"``;
+the code domain's ``upper`` skill makes case the whole point. Each scorer here parses the answer
+into the skill's canonical form and compares exactly, accepting equivalent formats (``"1,200"``,
+``"$1200"``, ``"\\boxed{1200}"``) and nothing else.
 """
 
 from __future__ import annotations
