@@ -7,7 +7,7 @@ of these skills is a reasoning-gym task, and the nearest one (``spell_backward``
 ``reverse``) scores case-insensitively, so ``"CBA"`` would count as the reversal of ``"abc"``;
 the code domain's ``upper`` skill makes case the whole point. Each scorer here parses the answer
 into the skill's canonical form and compares exactly, accepting equivalent formats (``"1,200"``,
-``"$1200"``, ``"\\boxed{1200}"``) and nothing else.
+``"$1200"``, ``"\boxed{1200}"``) and nothing else.
 """
 
 from __future__ import annotations
