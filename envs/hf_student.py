@@ -52,6 +52,7 @@ __all__ = [
     "encode_chat",
     "make_batches",
     "save_random_model",
+    "set_checkpointing",
 ]
 
 log = logging.getLogger(__name__)
@@ -425,6 +426,24 @@ def train_steps(
     return losses, tokens
 
 
+def set_checkpointing(model: Any, on: bool) -> None:
+    """Turn activation (gradient) checkpointing of a transformers model on or off.
+
+    transformers 5.2x renamed ``gradient_checkpointing_*`` to ``activation_checkpointing_*``;
+    this calls whichever the installed version has. Non-reentrant, so frozen inputs work.
+    """
+    if on:
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 # ---------------------------------------------------------------------- the student
 
 
@@ -489,10 +508,7 @@ class HFStudent:
         assert model is not None
         model.to(self.device)
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-            model.config.use_cache = False
+            set_checkpointing(model, True)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,

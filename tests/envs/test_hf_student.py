@@ -201,6 +201,15 @@ def test_packed_and_unpacked_training_match(model_dirs, arch):
         torch.testing.assert_close(a.state[name], b.state[name], rtol=1e-4, atol=1e-5)
 
 
+def test_gradient_checkpointing_gives_the_same_training(model_dirs):
+    plain = make_student(model_dirs["llama"], max_train_steps=2)
+    lean = make_student(model_dirs["llama"], max_train_steps=2, gradient_checkpointing=True)
+    a, b = plain.fine_tune(REVERSE, seed=2), lean.fine_tune(REVERSE, seed=2)
+    assert a.losses == pytest.approx(b.losses, rel=1e-5)
+    for name in a.state:
+        torch.testing.assert_close(a.state[name], b.state[name], rtol=1e-4, atol=1e-6)
+
+
 def test_packed_gradients_match_and_reset_positions_matter(model_dirs):
     student = make_student(model_dirs["llama"])
     student.reset_adapters(5)
@@ -298,6 +307,7 @@ def test_fast_env_episode_with_the_hf_student(model_dirs, tmp_path):
     config = FAST.replace(student_kind="hf", hf_student=hf, cache_dir=str(tmp_path))
     env = DataEngEnv(config)
     obs, info = env.reset(seed=0)
+    assert isinstance(env.student, HFStudent)
     assert env.observation_space.contains(obs)
     n_skills = len(env.domain.skill_names)
     for skill in range(n_skills):
@@ -307,6 +317,7 @@ def test_fast_env_episode_with_the_hf_student(model_dirs, tmp_path):
     )
     assert info["invalid_action"] is None
     assert info["result"]["steps"] == 2
+    assert info["result"]["final_loss"] > 0
     assert info["reward_terms"]["train_cost"] < 0
     assert reward == pytest.approx(sum(info["reward_terms"].values()))
     obs, reward, terminated, _, info = env.step(
