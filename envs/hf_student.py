@@ -84,8 +84,11 @@ class HFStudentConfig:
         micro_batch_tokens: Most tokens (padding included) per forward/backward; a step's
             examples are split into as many micro-batches as this needs (gradient accumulation).
             Must be >= cutoff_len.
-        packing: Pack a micro-batch's examples into one row with positions restarting per
-            example (no padding); False pads each example to its own row (the plain layout).
+        packing: Pack a micro-batch's examples into rows with positions restarting per
+            example (no padding but at row ends); False pads each example to its own row.
+        row_tokens: Most tokens of a packed row. 0: automatic, one row per micro-batch with
+            flash attention (variable-length kernels), cutoff_len otherwise (SDPA spends
+            row-length-squared work on its block-diagonal mask, so long rows waste compute).
         dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float16" or "float32".
         device: "auto" (CUDA when available) or a torch device string.
         attn_implementation: "auto" (flash_attention_2 on CUDA when flash-attn is installed,
@@ -121,6 +124,7 @@ class HFStudentConfig:
     cutoff_len: int = 2048
     micro_batch_tokens: int = 4096
     packing: bool = True
+    row_tokens: int = 0
     dtype: str = "auto"
     device: str = "auto"
     attn_implementation: str = "auto"
@@ -144,7 +148,7 @@ class HFStudentConfig:
             "eval_batch_size",
             "max_new_tokens",
         )
-        for name in (*positive, "max_train_steps"):
+        for name in (*positive, "max_train_steps", "row_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"HFStudentConfig.{name} must be an int, got {value!r}")
@@ -156,6 +160,11 @@ class HFStudentConfig:
                 )
         if self.max_train_steps < 0:
             raise ConfigError("HFStudentConfig.max_train_steps must be >= 0 (0 = no cap)")
+        if self.row_tokens and not self.cutoff_len <= self.row_tokens <= self.micro_batch_tokens:
+            raise ConfigError(
+                f"HFStudentConfig.row_tokens={self.row_tokens} must be 0 (automatic) or between "
+                f"cutoff_len={self.cutoff_len} and micro_batch_tokens={self.micro_batch_tokens}"
+            )
         if self.cutoff_len < 2:
             raise ConfigError("HFStudentConfig.cutoff_len must be >= 2 (a prompt and a response)")
         if self.micro_batch_tokens < self.cutoff_len:
@@ -199,19 +208,14 @@ class PackedBatch:
         labels: [B, T] next-token ids at response positions, _IGNORE elsewhere.
         position_ids: [B, T] positions, restarting at 0 for every example.
         attention_mask: [B, T] 1 on real tokens (None when packed: positions mark examples).
+        tokens: Real (non-pad) tokens in the micro-batch.
     """
 
     input_ids: torch.Tensor
     labels: torch.Tensor
     position_ids: torch.Tensor
     attention_mask: torch.Tensor | None
-
-    @property
-    def tokens(self) -> int:
-        """Real (non-pad) tokens in the micro-batch."""
-        if self.attention_mask is None:
-            return self.input_ids.numel()
-        return int(self.attention_mask.sum())
+    tokens: int
 
     def to(self, device: torch.device) -> PackedBatch:
         mask = self.attention_mask
@@ -220,6 +224,7 @@ class PackedBatch:
             self.labels.to(device, non_blocking=True),
             self.position_ids.to(device, non_blocking=True),
             None if mask is None else mask.to(device, non_blocking=True),
+            self.tokens,
         )
 
 
@@ -290,47 +295,57 @@ def _shifted(ids: list[int], prompt_len: int) -> tuple[list[int], list[int]]:
 
 
 def make_batches(
-    encoded: Sequence[tuple[list[int], int]], max_tokens: int, packing: bool, pad_id: int
+    encoded: Sequence[tuple[list[int], int]],
+    max_tokens: int,
+    packing: bool,
+    pad_id: int,
+    row_tokens: int | None = None,
 ) -> list[PackedBatch]:
     """Split the examples of one optimizer step into micro-batches of at most max_tokens.
 
     Examples stay in their order. Packed: consecutive examples share a row, each with positions
-    0..n-1, until the row is full. Not packed: each example has its own right-padded row, and rows
-    are added while rows x longest row stays within max_tokens.
+    0..n-1, while the row holds at most row_tokens (None: max_tokens, i.e. one row per
+    micro-batch, what variable-length flash attention wants; SDPA turns packed rows into a dense
+    block-diagonal mask whose cost grows with the row length squared, so shorter rows suit it).
+    Not packed: each example has its own row. Rows are right-padded to the widest row of their
+    micro-batch, and rows are added while rows x width stays within max_tokens. Padding of a
+    packed row gets positions of its own, so it reads as one more (label-free) sequence.
     """
-    rows = [_shifted(ids, n) for ids, n in encoded]
-    groups: list[list[tuple[list[int], list[int]]]] = []
+    seqs = [_shifted(ids, n) for ids, n in encoded]
+    limit = row_tokens or max_tokens
+    rows: list[list[tuple[list[int], list[int]]]] = []
+    for seq in seqs:
+        if packing and rows and sum(len(x) for x, _ in rows[-1]) + len(seq[0]) <= limit:
+            rows[-1].append(seq)
+        else:
+            rows.append([seq])
+    groups: list[list[list[tuple[list[int], list[int]]]]] = []
     for row in rows:
-        group = groups[-1] if groups else None
-        if group is not None:
-            if packing:
-                fits = sum(len(x) for x, _ in group) + len(row[0]) <= max_tokens
-            else:
-                fits = (len(group) + 1) * max(len(row[0]), *(len(x) for x, _ in group)) <= (
-                    max_tokens
-                )
-            if fits:
-                group.append(row)
+        if groups:
+            width = max(sum(len(x) for x, _ in r) for r in [*groups[-1], row])
+            if (len(groups[-1]) + 1) * width <= max_tokens:
+                groups[-1].append(row)
                 continue
         groups.append([row])
     batches = []
     for group in groups:
-        if packing:
-            ids = torch.tensor([[t for x, _ in group for t in x]])
-            labels = torch.tensor([[t for _, y in group for t in y]])
-            positions = torch.tensor([[i for x, _ in group for i in range(len(x))]])
-            batches.append(PackedBatch(ids, labels, positions, None))
-            continue
-        width = max(len(x) for x, _ in group)
+        width = max(sum(len(x) for x, _ in row) for row in group)
         ids = torch.full((len(group), width), pad_id, dtype=torch.long)
         labels = torch.full((len(group), width), _IGNORE, dtype=torch.long)
+        positions = torch.zeros((len(group), width), dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
-        for i, (x, y) in enumerate(group):
-            ids[i, : len(x)] = torch.tensor(x)
-            labels[i, : len(y)] = torch.tensor(y)
-            mask[i, : len(x)] = 1
-        positions = torch.arange(width).expand(len(group), -1)
-        batches.append(PackedBatch(ids, labels, positions, mask))
+        for r, row in enumerate(group):
+            start = 0
+            for x, y in row:
+                end = start + len(x)
+                ids[r, start:end] = torch.tensor(x)
+                labels[r, start:end] = torch.tensor(y)
+                positions[r, start:end] = torch.arange(len(x))
+                start = end
+            mask[r, :start] = 1
+            positions[r, start:] = torch.arange(width - start)
+        tokens = int(mask.sum())
+        batches.append(PackedBatch(ids, labels, positions, None if packing else mask, tokens))
     return batches
 
 
@@ -344,36 +359,36 @@ def _liger_available() -> bool:
 def loss_sum(model: torch.nn.Module, batch: PackedBatch, kind: str) -> torch.Tensor:
     """Summed next-token cross-entropy over the response tokens of one micro-batch.
 
-    ``torch`` projects only the response positions onto the vocabulary (``logits_to_keep``
-    with a boolean mask, which transformers flattens for packed rows) and takes the loss in
-    float32. ``liger`` runs the model's decoder and feeds the hidden states of those positions
-    to liger-kernel's fused linear cross-entropy, which never materialises the logits.
+    The decoder runs on the whole micro-batch, but only the response positions are projected
+    onto the vocabulary: ``torch`` computes those logits and takes the loss in float32;
+    ``liger`` hands the hidden states to liger-kernel's fused linear cross-entropy, which never
+    materialises the logits. A model's ``final_logit_softcapping`` (Gemma) is applied either way.
     """
     target = batch.labels != _IGNORE
     labels = batch.labels[target]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if kind == "liger":
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-
-        hidden = base.get_decoder()(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).last_hidden_state
-        head = base.get_output_embeddings()
-        loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")(
-            head.weight, hidden[target], labels, getattr(head, "bias", None)
-        )
-        return loss[0] if isinstance(loss, tuple) else loss  # (loss, z_loss) in some versions
-    logits = base(
+    hidden = base.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
-        logits_to_keep=target,
-    ).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, reduction="sum")
+    ).last_hidden_state[target]
+    head = base.get_output_embeddings()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if kind == "liger":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        options: dict[str, Any] = {"reduction": "sum"}
+        if cap:
+            options["softcap"] = cap
+        loss = LigerFusedLinearCrossEntropyLoss(**options)(
+            head.weight, hidden, labels, getattr(head, "bias", None)
+        )
+        return loss[0] if isinstance(loss, tuple) else loss  # (loss, z_loss) in some versions
+    logits = head(hidden).float()
+    if cap:
+        logits = cap * torch.tanh(logits / cap)
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 def _lr_scale(step: int, steps: int, warmup_ratio: float) -> float:
@@ -591,6 +606,7 @@ class HFStudent:
                 cfg.micro_batch_tokens,
                 pack,
                 self.tokenizer.pad_token_id,
+                self.row_tokens(),
             )
             for i in range(0, len(encoded), cfg.batch_size)
         ]
@@ -598,6 +614,18 @@ class HFStudent:
         if cfg.max_train_steps:
             steps = min(steps, cfg.max_train_steps)
         return epoch, steps
+
+    def row_tokens(self) -> int | None:
+        """Tokens per packed row: config.row_tokens, or the automatic choice (see the config)."""
+        attn = getattr(self.model.config, "_attn_implementation", None) or ""
+        if "flash" in attn:
+            if self.config.row_tokens:  # transformers reads packing from one row only
+                raise ConfigError(
+                    f"HFStudentConfig.row_tokens must be 0 with {attn}: its variable-length "
+                    "kernels need each micro-batch packed into a single row"
+                )
+            return None
+        return self.config.row_tokens or self.config.cutoff_len
 
     def reset_adapters(self, seed: int) -> None:
         """Re-initialise every LoRA adapter from seed (A random, B zero: the base model)."""

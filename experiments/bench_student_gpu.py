@@ -283,13 +283,18 @@ def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args)
 
 
 def ours_train(
-    student: HFStudent, examples: list[tuple[str, str]], args: Args, tokens_per_micro: int
+    student: HFStudent,
+    examples: list[tuple[str, str]],
+    args: Args,
+    tokens_per_micro: int,
+    row_tokens: int = 0,
 ) -> dict[str, Any]:
     """HFStudent.fine_tune itself, timed from its step callback after the warmup steps."""
     device = student.device
     student.config = dataclasses.replace(
         student.config,
         micro_batch_tokens=tokens_per_micro,
+        row_tokens=row_tokens,
         max_train_steps=args.warmup_steps + args.steps,
         batch_size=args.batch_size,
     )
@@ -415,9 +420,12 @@ def main() -> int:
         train: dict[str, dict[str, Any]] = {}
         train["plain"] = guarded(plain_train, student, examples, args)
         record(arch, f"train plain {args.plain_batch}/micro", train["plain"])
-        for tokens in args.micro_batch_tokens:
-            name = f"ours packed {tokens}"
-            train[name] = guarded(ours_train, student, examples, args, tokens)
+        variants = [(tokens, 0) for tokens in args.micro_batch_tokens]
+        if student.row_tokens() is not None:  # sdpa: also one long row, to show its T^2 cost
+            variants.append((args.micro_batch_tokens[0], args.micro_batch_tokens[0]))
+        for tokens, one_row in variants:
+            name = f"ours packed {tokens}" + (" in one row" if one_row else "")
+            train[name] = guarded(ours_train, student, examples, args, tokens, one_row)
             record(arch, "train " + name, train[name])
         if args.checkpointing_tokens:
             base = student.model.get_base_model()

@@ -144,15 +144,22 @@ def test_cutoff_and_template_errors():
         encode_chat(tok, [("R abc=", "cba")], cutoff_len=64)
 
 
-def test_unpacked_micro_batches_respect_the_token_budget():
+@pytest.mark.parametrize("row_tokens", [None, 32])
+def test_micro_batches_respect_the_token_budget(row_tokens):
     tok = chat_tokenizer()
     encoded = encode_chat(tok, REVERSE, cutoff_len=64)
     padded = make_batches(encoded, 64, packing=False, pad_id=tok.pad_token_id)
-    packed = make_batches(encoded, 64, packing=True, pad_id=tok.pad_token_id)
+    packed = make_batches(encoded, 64, True, tok.pad_token_id, row_tokens)
     assert all(b.input_ids.numel() <= 64 for b in padded + packed)
     assert sum(b.tokens for b in padded) == sum(b.tokens for b in packed)
+    assert sum(b.tokens for b in packed) == sum(len(ids) - 1 for ids, _ in encoded)
     assert len(packed) < len(padded)
-    assert all(b.attention_mask is None and b.input_ids.shape[0] == 1 for b in packed)
+    assert all(b.attention_mask is None for b in packed)
+    assert all(b.input_ids.shape[1] <= (row_tokens or 64) for b in packed)
+    for b in packed:  # every row is whole examples (then padding), positions restart per example
+        for ids, pos in zip(b.input_ids.tolist(), b.position_ids.tolist()):
+            starts = [i for i, p in enumerate(pos) if p == 0]
+            assert all(ids[i] in (tok.bos_token_id, tok.pad_token_id) for i in starts)
 
 
 # ---------------------------------------------------------------- training
@@ -187,13 +194,18 @@ def test_same_seed_same_adapters_other_seed_differs(model_dirs):
         student.fine_tune([], seed=0)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_packed_and_unpacked_training_match(model_dirs, arch):
+@pytest.mark.parametrize(("arch", "row_tokens"), [("llama", 0), ("llama", 256), ("qwen2", 0)])
+def test_packed_and_unpacked_training_match(model_dirs, arch, row_tokens):
     """Same data, same seed: packed rows give the padded rows' losses and adapters."""
-    packed = make_student(model_dirs[arch], max_train_steps=3, packing=True)
-    padded = make_student(model_dirs[arch], max_train_steps=3, packing=False)
+    big = dict(micro_batch_tokens=256, row_tokens=row_tokens, batch_size=8)
+    packed = make_student(model_dirs[arch], max_train_steps=3, packing=True, **big)
+    padded = make_student(model_dirs[arch], max_train_steps=3, packing=False, **big)
     steps, _ = packed.step_batches(REVERSE)
     assert all(b.attention_mask is None for step in steps for b in step)
+    rows = [b.input_ids.shape for step in steps for b in step]
+    # sdpa packs rows of cutoff_len (64) by default: several rows per micro-batch
+    assert max(n for n, _ in rows) == (1 if row_tokens else 2)
+    assert max(width for _, width in rows) <= packed.row_tokens()
     a = packed.fine_tune(REVERSE, seed=1)
     b = padded.fine_tune(REVERSE, seed=1)
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
@@ -234,7 +246,9 @@ def test_packed_gradients_match_and_reset_positions_matter(model_dirs):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
     # without positions restarting per example, examples attend to each other: a different loss
     (row,) = make_batches(encoded, 256, packing=True, pad_id=pad)
-    leaky = PackedBatch(row.input_ids, row.labels, torch.arange(row.input_ids.shape[1])[None], None)
+    leaky = PackedBatch(
+        row.input_ids, row.labels, torch.arange(row.input_ids.shape[1])[None], None, row.tokens
+    )
     loss_leaky, _ = grads([leaky])
     assert abs(loss_leaky - loss_packed) > 1e-3 * loss_packed
 
