@@ -272,18 +272,22 @@ def encode_chat(
     full_ids = tokenizer(fulls, add_special_tokens=False)["input_ids"]
     out = []
     for (prompt, _), head, full in zip(examples, head_ids, full_ids, strict=True):
-        if full[: len(head)] != head or len(full) <= len(head):
+        # The prompt's tokens are those it shares with prompt + answer. A subword tokenizer may
+        # merge the last header token with the answer's first characters; then the loss starts
+        # one token early, which is harmless. Anything shorter means another template shape.
+        shared = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), len(head))
+        if shared < len(head) - 1 or shared == 0 or len(full) <= shared:
             raise StudentError(
                 "the chat template does not render the prompt as a prefix of prompt + answer "
                 f"(prompt {prompt[:60]!r}); the hf student needs a template whose generation "
                 "prompt is the start of the assistant turn"
             )
-        if len(head) >= cutoff_len:
+        if shared >= cutoff_len:
             raise StudentError(
-                f"a prompt renders to {len(head)} tokens, which leaves no room for its answer "
+                f"a prompt renders to {shared} tokens, which leaves no room for its answer "
                 f"within cutoff_len={cutoff_len}; shorten it or raise HFStudentConfig.cutoff_len"
             )
-        out.append((full[:cutoff_len], len(head)))
+        out.append((full[:cutoff_len], shared))
     return out
 
 
