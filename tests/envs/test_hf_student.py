@@ -213,6 +213,19 @@ def test_packed_and_unpacked_training_match(model_dirs, arch, row_tokens):
         torch.testing.assert_close(a.state[name], b.state[name], rtol=1e-4, atol=1e-5)
 
 
+def test_loss_is_transformers_loss_on_the_response(model_dirs):
+    """Our summed loss / response tokens equals model(labels=...) with the prompt masked."""
+    student = make_student(model_dirs["qwen2"])
+    encoded = encode_chat(student.tokenizer, REVERSE[:1], cutoff_len=64)
+    (batch,) = make_batches(encoded, 64, packing=True, pad_id=student.tokenizer.pad_token_id)
+    ids, n_prompt = encoded[0]
+    labels = torch.tensor([[-100] * n_prompt + ids[n_prompt:]])
+    with torch.no_grad():
+        ours = loss_sum(student.model, batch, "torch") / int((batch.labels != -100).sum())
+        reference = student.model(input_ids=torch.tensor([ids]), labels=labels).loss
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+
+
 def test_gradient_checkpointing_gives_the_same_training(model_dirs):
     plain = make_student(model_dirs["llama"], max_train_steps=2)
     lean = make_student(model_dirs["llama"], max_train_steps=2, gradient_checkpointing=True)
@@ -352,6 +365,23 @@ def test_bf16_packed_matches_padded_on_gpu(model_dirs):
     assert packed.dtype == torch.bfloat16
     a, b = packed.fine_tune(REVERSE, seed=0), padded.fine_tune(REVERSE, seed=0)
     assert a.losses == pytest.approx(b.losses, rel=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available(),
+    reason="needs liger-kernel (the gpu extra) and CUDA",
+)
+def test_liger_loss_matches_torch_loss_on_gpu(model_dirs):
+    student = make_student(model_dirs["llama"], device="cuda", dtype="float32")
+    student.reset_adapters(0)
+    encoded = encode_chat(student.tokenizer, REVERSE, cutoff_len=64)
+    batches = make_batches(encoded, 256, True, student.tokenizer.pad_token_id)
+    for batch in batches:
+        batch = batch.to(student.device)
+        torch_loss = loss_sum(student.model, batch, "torch")
+        liger_loss = loss_sum(student.model, batch, "liger")
+        assert float(liger_loss) == pytest.approx(float(torch_loss), rel=1e-4)
 
 
 @pytest.mark.vllm
