@@ -19,6 +19,7 @@ weights only; the base weights are loaded once and never change.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -58,7 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _IGNORE = -100  # label of positions that carry no loss (prompt, padding)
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class HFStudentConfig:
         row_tokens: Most tokens of a packed row. 0: automatic, one row per micro-batch with
             flash attention (variable-length kernels), cutoff_len otherwise (SDPA spends
             row-length-squared work on its block-diagonal mask, so long rows waste compute).
-        dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16", "float16" or "float32".
+        dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "bfloat16" or "float32": the base
+            weights' dtype; with bfloat16, training and generation run under autocast while
+            the LoRA weights and AdamW state stay float32 (mixed precision).
         device: "auto" (CUDA when available) or a torch device string.
         attn_implementation: "auto" (flash_attention_2 on CUDA when flash-attn is installed,
             else sdpa) or any transformers attention implementation.
@@ -412,12 +415,16 @@ def train_steps(
     loss_kind: str,
     device: torch.device,
     on_step: Callable[[int, float, int], None] | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[list[float], int]:
     """AdamW over the given optimizer steps; return the loss of every step and tokens seen.
 
     Each step is a list of micro-batches. Every micro-batch's summed loss is divided by the
     step's response-token count before its backward pass, so the accumulated gradient is that of
-    the step's mean token loss, whatever the micro-batch split (packed or padded).
+    the step's mean token loss, whatever the micro-batch split (packed or padded). With
+    ``amp_dtype`` the forward pass runs under autocast to it (mixed precision, as the Trainer's
+    ``bf16=True``): the LoRA weights and their optimizer state stay float32, their matmuls and
+    the activations saved for backward are bfloat16.
     """
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
@@ -430,7 +437,8 @@ def train_steps(
         count = sum(int((b.labels != _IGNORE).sum()) for b in micro)
         total = torch.zeros((), device=device)
         for batch in micro:
-            loss = loss_sum(model, batch.to(device), loss_kind) / count
+            with _autocast(device, amp_dtype):
+                loss = loss_sum(model, batch.to(device), loss_kind) / count
             loss.backward()
             total += loss.detach()
             tokens += batch.tokens
@@ -443,6 +451,12 @@ def train_steps(
             on_step(step, losses[-1], tokens)
     model.eval()
     return losses, tokens
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def set_checkpointing(model: Any, on: bool) -> None:
@@ -673,6 +687,7 @@ class HFStudent:
                 self.loss_kind,
                 self.device,
                 on_step,
+                self.dtype,
             )
         if not all(math.isfinite(x) for x in losses):
             raise StudentError(
@@ -745,7 +760,7 @@ class HFStudent:
         if cfg.eval_cache == "static":
             extra["cache_implementation"] = "static"
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(self.device, self.dtype):
             for start in range(0, len(order), cfg.eval_batch_size):
                 chunk = order[start : start + cfg.eval_batch_size]
                 batch = tok.pad(

@@ -229,7 +229,8 @@ def reset_peak(device: torch.device) -> None:
 
 
 def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args) -> dict[str, Any]:
-    """The plain loop: padded micro-batches, model(labels=...), accumulation to batch_size."""
+    """The plain loop: padded micro-batches, model(labels=...), accumulation to batch_size,
+    autocast to bfloat16 on GPU (what transformers' Trainer does with bf16=True)."""
     device = student.device
     model = student.model
     encoded = encode_chat(student.tokenizer, examples, student.config.cutoff_len)
@@ -239,6 +240,7 @@ def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args)
     optimizer = torch.optim.AdamW(params, lr=student.config.lr)
     accum = math.ceil(args.batch_size / args.plain_batch)
     n_steps = args.warmup_steps + args.steps
+    amp = student.dtype != torch.float32  # mixed precision, as the Trainer's bf16=True
     model.train()
     reset_peak(device)
     tokens = padded = 0
@@ -260,12 +262,13 @@ def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args)
                 ids[r, : len(seq)] = torch.tensor(seq)
                 mask[r, : len(seq)] = 1
                 labels[r, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
-            out = model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                labels=labels.to(device),
-                use_cache=False,
-            )
+            with torch.autocast(device.type, student.dtype, enabled=amp):
+                out = model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    labels=labels.to(device),
+                    use_cache=False,
+                )
             (out.loss / accum).backward()
             total += out.loss.item() / accum
             tokens += int(mask.sum())

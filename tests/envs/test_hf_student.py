@@ -226,6 +226,16 @@ def test_loss_is_transformers_loss_on_the_response(model_dirs):
     assert float(ours) == pytest.approx(float(reference), rel=1e-5)
 
 
+def test_bfloat16_trains_float32_adapters_under_autocast(model_dirs):
+    full = make_student(model_dirs["llama"], max_train_steps=2)
+    mixed = make_student(model_dirs["llama"], max_train_steps=2, dtype="bfloat16")
+    assert mixed.model.get_base_model().model.embed_tokens.weight.dtype == torch.bfloat16
+    a, b = full.fine_tune(REVERSE, seed=0), mixed.fine_tune(REVERSE, seed=0)
+    assert all(v.dtype == torch.float32 for v in b.state.values())
+    assert b.losses == pytest.approx(a.losses, rel=5e-2)
+    assert len(mixed.answer(["R abc="], b.state)) == 1
+
+
 def test_gradient_checkpointing_gives_the_same_training(model_dirs):
     plain = make_student(model_dirs["llama"], max_train_steps=2)
     lean = make_student(model_dirs["llama"], max_train_steps=2, gradient_checkpointing=True)
