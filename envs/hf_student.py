@@ -310,25 +310,32 @@ def make_batches(
 ) -> list[PackedBatch]:
     """Split the examples of one optimizer step into micro-batches of at most max_tokens.
 
-    Examples stay in their order. Packed: consecutive examples share a row, each with positions
-    0..n-1, while the row holds at most row_tokens (None: max_tokens, i.e. one row per
-    micro-batch, what variable-length flash attention wants; SDPA turns packed rows into a dense
-    block-diagonal mask whose cost grows with the row length squared, so shorter rows suit it).
-    Not packed: each example has its own row. Rows are right-padded to the widest row of their
+    Packed: examples share rows, longest first, each with positions 0..n-1, while a row holds
+    at most row_tokens (None: max_tokens and one row per micro-batch, what variable-length flash
+    attention wants; SDPA turns packed rows into a dense block-diagonal mask whose cost grows with
+    the row length squared, so shorter rows suit it). Not packed: each example has its own row,
+    in the order given. Rows are right-padded to the widest row of their
     micro-batch, and rows are added while rows x width stays within max_tokens. Padding of a
     packed row gets positions of its own, so it reads as one more (label-free) sequence.
     """
     seqs = [_shifted(ids, n) for ids, n in encoded]
-    limit = row_tokens or max_tokens
     rows: list[list[tuple[list[int], list[int]]]] = []
-    for seq in seqs:
-        if packing and rows and sum(len(x) for x, _ in rows[-1]) + len(seq[0]) <= limit:
-            rows[-1].append(seq)
-        else:
-            rows.append([seq])
+    if packing:
+        # First-fit decreasing: the step's loss is a sum over its examples, so their order
+        # inside a step does not matter, and longest-first leaves the least padding.
+        limit = row_tokens or max_tokens
+        for seq in sorted(seqs, key=lambda s: -len(s[0])):
+            for row in rows:
+                if sum(len(x) for x, _ in row) + len(seq[0]) <= limit:
+                    row.append(seq)
+                    break
+            else:
+                rows.append([seq])
+    else:
+        rows = [[seq] for seq in seqs]
     groups: list[list[list[tuple[list[int], list[int]]]]] = []
     for row in rows:
-        if groups:
+        if groups and not (packing and row_tokens is None):  # one row: flash's varlen layout
             width = max(sum(len(x) for x, _ in r) for r in [*groups[-1], row])
             if (len(groups[-1]) + 1) * width <= max_tokens:
                 groups[-1].append(row)

@@ -210,7 +210,8 @@ def test_packed_and_unpacked_training_match(model_dirs, arch, row_tokens):
     b = padded.fine_tune(REVERSE, seed=1)
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
     for name in a.state:
-        torch.testing.assert_close(a.state[name], b.state[name], rtol=1e-4, atol=1e-5)
+        # Adam divides by sqrt(v): summation-order noise in tiny gradients shows at ~1e-5
+        torch.testing.assert_close(a.state[name], b.state[name], rtol=1e-3, atol=1e-4)
 
 
 def test_loss_is_transformers_loss_on_the_response(model_dirs):
