@@ -11,7 +11,8 @@ Each example is rendered with the model's chat template (the prompt as the user 
 as the assistant turn) and only the assistant turn carries loss. Training packs the examples of
 a step into few long rows with positions restarting at 0 for every example: transformers then
 keeps examples from attending to each other (a block-diagonal mask with SDPA, variable-length
-kernels with flash attention), so no compute goes to padding. The loss of an optimizer step is
+kernels with flash attention), and almost no compute goes to padding (only at row ends, with
+rows filled longest-first). The loss of an optimizer step is
 the mean over all its response tokens, however the step is split into micro-batches, which makes
 packed and padded training the same computation. ``FineTuneResult.state`` holds the LoRA adapter
 weights only; the base weights are loaded once and never change.
@@ -291,6 +292,9 @@ def encode_chat(
                 f"within cutoff_len={cutoff_len}; shorten it or raise HFStudentConfig.cutoff_len"
             )
         out.append((full[:cutoff_len], shared))
+    cut = sum(len(full) > cutoff_len for full in full_ids)
+    if cut:
+        log.warning("%d of %d examples lost their end at cutoff_len=%d", cut, len(out), cutoff_len)
     return out
 
 
@@ -669,7 +673,10 @@ class HFStudent:
         seed: int,
         on_step: Callable[[int, float, int], None] | None = None,
     ) -> FineTuneResult:
-        """Train fresh LoRA adapters on examples, in the order given; return their weights.
+        """Train fresh LoRA adapters on examples; return their weights.
+
+        Consecutive examples form the optimizer steps, in the order given, so the caller's
+        ordering (a curriculum, say) is what the student sees; epochs repeat that order.
 
         Args:
             examples: (prompt, target) pairs; loss is on the rendered assistant turn only.
@@ -698,8 +705,8 @@ class HFStudent:
             )
         if not all(math.isfinite(x) for x in losses):
             raise StudentError(
-                f"fine-tuning diverged (loss {losses[-1]}); lower HFStudentConfig.lr or use "
-                "dtype bfloat16/float32"
+                f"fine-tuning diverged (loss {losses[-1]}); lower HFStudentConfig.lr or "
+                "max_grad_norm"
             )
         return FineTuneResult(
             state=self.adapter_state(),
@@ -719,8 +726,7 @@ class HFStudent:
     def _set_adapters(self, state: Mapping[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
 
-        expected = get_keys(self.model)
-        if set(state) != expected:
+        if set(state) != _adapter_keys(self.model):
             raise StudentError(
                 "answer() got weights that are not this student's LoRA adapters; pass the state "
                 "of a FineTuneResult from an HFStudent with the same model and LoRA config"
@@ -749,7 +755,7 @@ class HFStudent:
 
     def _stop_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
-        ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+        ids = list(eos) if isinstance(eos, list) else [] if eos is None else [eos]
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids
@@ -831,7 +837,7 @@ class HFStudent:
         return [o.outputs[0].text.strip() for o in outputs]
 
 
-def get_keys(model: torch.nn.Module) -> set[str]:
+def _adapter_keys(model: torch.nn.Module) -> set[str]:
     """Keys of the PEFT model's adapter state dict."""
     from peft import get_peft_model_state_dict
 
