@@ -250,7 +250,7 @@ def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args)
         if step == args.warmup_steps:
             sync(device)
             start, tokens, padded = time.perf_counter(), 0, 0
-        total = 0.0
+        total = torch.zeros((), device=device)
         for k in range(accum):
             i = (step * args.batch_size + k * args.plain_batch) % len(encoded)
             rows = encoded[i : i + args.plain_batch]
@@ -270,13 +270,13 @@ def plain_train(student: HFStudent, examples: list[tuple[str, str]], args: Args)
                     use_cache=False,
                 )
             (out.loss / accum).backward()
-            total += out.loss.item() / accum
+            total += out.loss.detach() / accum
             tokens += int(mask.sum())
             padded += ids.numel()
         torch.nn.utils.clip_grad_norm_(params, student.config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        first_loss = total if first_loss is None else first_loss
+        first_loss = float(total) if first_loss is None else first_loss  # syncs once a step
     sync(device)
     seconds = time.perf_counter() - start
     model.eval()
