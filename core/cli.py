@@ -69,6 +69,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.domain:
         changes["domain"] = args.domain
+    if args.hf_model:
+        from dataeng_gym.envs.hf_student import HFStudentConfig
+
+        changes["hf_student"] = HFStudentConfig(model=args.hf_model)
+        changes.setdefault("student_kind", "hf")
     config = base.replace(**changes)
     env_id = "dataeng_gym/DataEngFast-v0" if args.fast else "dataeng_gym/DataEng-v0"
     env = gym.make(env_id, config=config, max_episode_steps=config.max_steps)
@@ -148,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for episode.jsonl and summary.json")
     p.add_argument("--fast", action="store_true", help="use the small, deterministic fast twin")
+    p.add_argument(
+        "--hf-model",
+        default=None,
+        help="fine-tune this Hugging Face model (directory or hub id) with LoRA: the hf student",
+    )
     _config_options(p)
     p.set_defaults(func=cmd_run)
     return parser

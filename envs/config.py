@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from dataeng_gym.envs.domains import DOMAINS
+from dataeng_gym.envs.hf_student import HFStudentConfig
 from dataeng_gym.envs.student import StudentConfig
 from dataeng_gym.envs.teacher import NoiseConfig
 
@@ -35,6 +36,10 @@ class EnvConfig:
     """Probability that VERIFY returns the wrong verdict for an item."""
     student: StudentConfig = field(default_factory=StudentConfig)
     """Architecture and training recipe of the tiny student."""
+    student_kind: str = "tiny"
+    """Which student TRAIN fine-tunes: "tiny" (built from ``student``) or "hf" (``hf_student``)."""
+    hf_student: HFStudentConfig = field(default_factory=HFStudentConfig)
+    """Model and LoRA recipe of the "hf" student (the paper's defaults; ``model`` must be set)."""
     student_seed: int = 0
     """Seed of the base checkpoint; shared by all episodes so rewards are paired deltas."""
     base_items: int = 20000
@@ -84,6 +89,12 @@ class EnvConfig:
             raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
         if self.eval_public_limit < 0 or self.eval_private_limit < 0:
             raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")
+        if self.student_kind not in ("tiny", "hf"):
+            raise ValueError(f"EnvConfig.student_kind must be tiny or hf: {self.student_kind!r}")
+        if self.student_kind == "hf" and not self.hf_student.model:
+            raise ValueError(
+                "EnvConfig.student_kind='hf' needs hf_student=HFStudentConfig(model=DIR_OR_HUB_ID)"
+            )
 
     def replace(self, **changes: object) -> EnvConfig:
         """A copy with some fields changed; unknown names are an error that lists the valid ones."""

@@ -502,9 +502,15 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     def _student(self, domain: Domain) -> TinyStudent:
         if domain.name not in self._students:
-            student = TinyStudent(
-                self.config.student, seed=self.config.student_seed, cache_dir=self.config.cache_dir
-            )
+            cfg = self.config
+            if cfg.student_kind == "hf":
+                from dataeng_gym.envs.hf_student import HFStudent
+
+                student: Any = HFStudent(
+                    cfg.hf_student, seed=cfg.student_seed, cache_dir=cfg.cache_dir
+                )
+            else:
+                student = TinyStudent(cfg.student, seed=cfg.student_seed, cache_dir=cfg.cache_dir)
             student.load_base(self._base_key(domain), lambda: base_examples(domain, self.config))
             self._students[domain.name] = student
         return self._students[domain.name]

@@ -52,3 +52,29 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "dataeng-gym"
     result = subprocess.run([exe, "domains"], capture_output=True, text=True, check=True)
     assert "finance:" in result.stdout
+
+
+def test_run_with_the_hf_student(tmp_path, capsys):
+    from transformers import LlamaConfig
+
+    from dataeng_gym.envs.hf_student import save_random_model
+
+    tiny = LlamaConfig(
+        vocab_size=128,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = save_random_model(tmp_path / "model", tiny)
+    out = tmp_path / "ep"
+    args = ["run", "--fast", "--policy", "uniform", "--out", str(out), "--hf-model", str(model)]
+    args += ["--train-budget", "1"]  # one TRAIN is enough here
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["student_kind"] == "hf" and config["hf_student"]["model"] == str(model)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_runs"] >= 1
+    assert main(["run", "--fast", "--student-kind", "hf"]) == 2  # no model given
+    assert "HFStudentConfig(model=" in capsys.readouterr().err
