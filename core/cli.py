@@ -71,8 +71,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["domain"] = args.domain
     config = base.replace(**changes)
     env_id = "dataeng_gym/DataEngFast-v0" if args.fast else "dataeng_gym/DataEng-v0"
+    kwargs: dict[str, Any] = {}
+    if args.policy == "llm":  # an LLM acts in the text twin (with --fast: on the FAST config)
+        from dataeng_gym.policies.llm import backend_from_args, settings_from_args
+
+        env_id = "dataeng_gym/DataEngText-v0"
+        kwargs = {"backend": backend_from_args(args), "settings": settings_from_args(args)}
     env = gym.make(env_id, config=config, max_episode_steps=config.max_steps)
-    policy = make_policy(args.policy, config, seed=args.seed)
+    policy = make_policy(args.policy, config, seed=args.seed, **kwargs)
     out = args.out
     if out:
         write_json(
@@ -82,6 +88,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "policy": args.policy,
                 "seed": args.seed,
                 "config": dataclasses.asdict(config),
+                **(
+                    {
+                        "backend": kwargs["backend"].name,
+                        "llm": dataclasses.asdict(kwargs["settings"]),
+                    }
+                    if kwargs
+                    else {}
+                ),
             },
         )
     print(
@@ -144,11 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_domains)
     p = sub.add_parser("run", help="run one episode of a policy and write its log and summary")
     p.add_argument("--domain", default=None, help="domain name (default: science)")
-    p.add_argument("--policy", default="weakest-skill", help="random | uniform | weakest-skill")
+    p.add_argument(
+        "--policy", default="weakest-skill", help="random | uniform | weakest-skill | llm"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for episode.jsonl and summary.json")
     p.add_argument("--fast", action="store_true", help="use the small, deterministic fast twin")
     _config_options(p)
+    from dataeng_gym.policies.llm import add_llm_options
+
+    add_llm_options(p)
     p.set_defaults(func=cmd_run)
     return parser
 
