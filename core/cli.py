@@ -150,6 +150,23 @@ def _table(s: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def cmd_protocol(args: argparse.Namespace) -> int:
+    from dataeng_gym.policies.protocols import run_from_args
+
+    s = run_from_args(args)
+    mats = "n/a (no valid submission)" if s["mats"] is None else f"{s['mats']:.2f}"
+    print(f"{s['protocol']} on {s['domain']} (seed {s['seed']}) with {s['backend']}")
+    print(f"attempts {s['attempts']}, valid {s['successes']}, MATS {mats}")
+    print("failures: " + ", ".join(f"{k}={v}" for k, v in s["failures"].items()))
+    print(
+        f"private {100 * s['base_private']:.1f}% -> {100 * s['final_private']:.1f}% "
+        f"({s['gain_rel']:+.1f}% relative); stages: {' '.join(s['stages'])}"
+    )
+    if args.out:
+        print(f"wrote {args.out}/nodes.jsonl and {args.out}/summary.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataeng-gym", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_llm_options(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("protocol", help="run the paper's One-Shot or Iterative LLM protocol")
+    p.add_argument("--domain", default=None, help="domain name (default: science)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for nodes.jsonl and summary.json")
+    p.add_argument("--fast", action="store_true", help="use the small, deterministic fast twin")
+    from dataeng_gym.policies.protocols import add_protocol_args
+
+    add_protocol_args(p)
+    add_llm_options(p)
+    p.set_defaults(func=cmd_protocol)
     return parser
 
 

@@ -248,8 +248,8 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds (openai)")
     g.add_argument("--structured", action="store_true", help="send the JSON schema (openai)")
     g.add_argument("--max-reasks", type=int, default=2, help="re-asks before the fallback")
-    g.add_argument("--max-tokens", type=int, default=512, help="largest reply, in tokens")
-    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--max-tokens", type=int, default=None, help="largest reply (default 512)")
+    g.add_argument("--temperature", type=float, default=None, help="default 0")
     g.add_argument("--fallback", default='{"op": "submit"}', help="action when all asks fail")
 
 
@@ -272,9 +272,9 @@ def backend_from_args(args: argparse.Namespace) -> ChatBackend:
 
 
 def settings_from_args(args: argparse.Namespace) -> LLMPolicyConfig:
+    given = {"max_tokens": args.max_tokens, "temperature": args.temperature}
     return LLMPolicyConfig(
         max_reasks=args.max_reasks,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
         fallback=args.fallback,
+        **{k: v for k, v in given.items() if v is not None},
     )
