@@ -146,6 +146,7 @@ class ScriptedServer:
         )
         self.requests: list[dict[str, Any]] = []
         self.retry_counts: list[int] = []
+        self.in_flight = self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -159,6 +160,15 @@ class ScriptedServer:
                     server.requests.append(body)
                     server.retry_counts.append(int(self.headers.get("x-stainless-retry-count", 0)))
                     reply = server.replies.popleft() if server.replies else server.default(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(body, reply)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict[str, Any], reply: Reply) -> None:
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.status != 200:
