@@ -157,6 +157,11 @@ class LLMPolicy:
         if self.queue:
             self.last_info = {"from_plan": True, "calls": 0}
             return self.queue.popleft()
+        if "skills" not in info:
+            raise ValueError(
+                "LLMPolicy acts in the text twin (dataeng_gym/DataEngText-v0), whose info "
+                "lists the skills an action may name; this env's info has no 'skills'"
+            )
         skills = tuple(info["skills"])
         messages: list[Message] = [
             {"role": "system", "content": SYSTEM_PROMPT},

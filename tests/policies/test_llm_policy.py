@@ -101,6 +101,11 @@ def test_provider_errors_are_raised_not_hidden(scripted_server):
         policy_for(scripted_server).act("state", INFO)
 
 
+def test_structured_env_is_a_clear_error(scripted_server):
+    with pytest.raises(ValueError, match="DataEngText-v0"):
+        policy_for(scripted_server).act({"skill_acc": None}, {"invalid_action": None})
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="max_reasks"):
         LLMPolicyConfig(max_reasks=-1)
