@@ -158,8 +158,7 @@ class OpenAIBackend:
             ) from exc
         except openai.APIConnectionError as exc:
             raise ProviderError(
-                f"{self.name}: cannot connect ({exc}); is the server running at "
-                f"{self.base_url}?",
+                f"{self.name}: cannot connect ({exc}); is the server running at {self.base_url}?",
                 None,
                 True,
             ) from exc
@@ -265,7 +264,14 @@ class VLLMBackend:
             import vllm
         except ImportError as exc:
             raise MissingExtraError("vllm", "vllm") from exc
-        self._vllm = vllm
+        try:
+            from vllm.sampling_params import StructuredOutputsParams
+        except ImportError as exc:
+            raise ConfigError(
+                f"vllm {vllm.__version__} has no StructuredOutputsParams (structured outputs); "
+                "upgrade vllm"
+            ) from exc
+        self._vllm, self._structured = vllm, StructuredOutputsParams
         self.llm = vllm.LLM(model=model, seed=seed, **engine)
         self.name = f"vllm:{model}"
 
@@ -277,13 +283,11 @@ class VLLMBackend:
         max_tokens: int = 1024,
         temperature: float = 0.0,
     ) -> Completion:
-        from vllm.sampling_params import StructuredOutputsParams
-
         params = self._vllm.SamplingParams(
             max_tokens=max_tokens,
             temperature=temperature,
             structured_outputs=(
-                StructuredOutputsParams(json=json_schema) if json_schema is not None else None
+                self._structured(json=json_schema) if json_schema is not None else None
             ),
         )
         start = time.perf_counter()

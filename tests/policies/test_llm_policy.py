@@ -157,3 +157,16 @@ def test_cli_llm_policy_with_the_in_process_transformers_backend(tiny_model_dir,
 def test_cli_llm_policy_needs_a_model(capsys):
     assert main(["run", "--fast", "--policy", "llm"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+@pytest.mark.vllm
+def test_vllm_structured_outputs_make_a_random_model_valid(tiny_model_dir):
+    """Needs vllm (its own environment; see README). Skipped where vllm is not installed."""
+    pytest.importorskip("vllm")
+    backend = make_backend("vllm", str(tiny_model_dir), max_model_len=16384)
+    settings = LLMPolicyConfig(max_tokens=1024, temperature=1.0, max_plan=4)
+    policy = LLMPolicy(backend=backend, settings=settings)
+    summary = run_episode(DataEngTextEnv(FAST), policy, seed=0)
+    stats = summary["policy_stats"]
+    assert stats["failures"]["unparseable"] == 0
+    assert stats["actions"] > stats["fallbacks"]  # schema-valid actions reached the env
