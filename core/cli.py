@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dataeng_gym.policies.protocols import add_protocol_args
 
     add_protocol_args(p)
-    add_llm_options(p)
+    add_llm_options(p, policy=False)
     p.set_defaults(func=cmd_protocol)
     return parser
 

@@ -240,9 +240,9 @@ class LLMPolicy:
 # --------------------------------------------------------------------------- command line
 
 
-def add_llm_options(parser: argparse.ArgumentParser) -> None:
-    """The ``--backend/--model/...`` options of ``dataeng-gym run --policy llm``."""
-    g = parser.add_argument_group("LLM policy (--policy llm)")
+def add_llm_options(parser: argparse.ArgumentParser, *, policy: bool = True) -> None:
+    """The ``--backend/--model/...`` options (``policy``: also the LLMPolicy's own)."""
+    g = parser.add_argument_group("LLM backend and sampling")
     g.add_argument("--backend", default="openai", choices=BACKENDS, help="default: openai")
     g.add_argument("--model", default=None, help="model name (openai) or local model directory")
     g.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. .../v1")
@@ -252,10 +252,11 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retries", type=int, default=3, help="transport retries (openai)")
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds (openai)")
     g.add_argument("--structured", action="store_true", help="send the JSON schema (openai)")
-    g.add_argument("--max-reasks", type=int, default=2, help="re-asks before the fallback")
-    g.add_argument("--max-tokens", type=int, default=None, help="largest reply (default 512)")
-    g.add_argument("--temperature", type=float, default=None, help="default 0")
-    g.add_argument("--fallback", default='{"op": "submit"}', help="action when all asks fail")
+    g.add_argument("--max-tokens", type=int, default=None, help="largest reply, in tokens")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    if policy:
+        g.add_argument("--max-reasks", type=int, default=2, help="re-asks before the fallback")
+        g.add_argument("--fallback", default='{"op": "submit"}', help="action if all asks fail")
 
 
 def backend_from_args(args: argparse.Namespace) -> ChatBackend:
