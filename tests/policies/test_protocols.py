@@ -122,14 +122,16 @@ def test_iterative_drafts_debugs_repairs_and_improves_from_the_best(env, scripte
 
 
 def test_cli_protocol_runs_end_to_end(scripted_server, tmp_path, capsys):
-    scripted_server.push(plan(), plan(amount=70))
-    out = tmp_path / "it"
-    args = ["protocol", "--fast", "--protocol", "iterative", "--max-iterations", "2"]
+    scripted_server.push("not a plan", plan())
+    out = tmp_path / "one-shot"
+    args = ["protocol", "--fast", "--protocol", "one-shot", "--max-attempts", "3"]
     args += ["--base-url", scripted_server.base_url, "--model", "m", "--out", str(out)]
     assert main(args) == 0, capsys.readouterr().err
     text = capsys.readouterr().out
-    assert "attempts 2, valid 2, MATS 1.00" in text and "stages: draft improve" in text
+    assert "attempts 2, valid 1, MATS 2.00" in text and "unparseable=1" in text
     assert len(list(read_jsonl(out / "nodes.jsonl"))) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["max_attempts"] == 3 and summary["config"]["max_tokens"] == 2048
 
 
 def test_protocols_against_transformers_serve_record_failures(env, served_tiny_model):
