@@ -6,6 +6,7 @@ from llm_servers import Reply
 from dataeng_gym.cli import main
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.envs.text import DataEngTextEnv
+from dataeng_gym.errors import ProviderError
 from dataeng_gym.io import read_jsonl
 from dataeng_gym.llm import make_backend
 from dataeng_gym.policies.llm import FAILURES
@@ -143,3 +144,13 @@ def test_protocols_against_transformers_serve_record_failures(env, served_tiny_m
     assert sum(s["failures"].values()) == 2 and s["llm"]["completion_tokens"] == 2 * 16
     s = run_iterative(env, garbage, config, seed=0)
     assert s["stages"] == ["draft", "debug", "debug"] and s["failures"]["truncated"] == 3
+
+
+def test_a_spent_provider_is_a_recorded_failure_and_the_run_goes_on(env, scripted_server):
+    scripted_server.push(Reply(status=503, error="overloaded"), plan())
+    no_retries = make_backend("openai", "scripted", scripted_server.base_url, max_retries=0)
+    s = run_one_shot(env, no_retries, seed=0)
+    assert s["attempts"] == 2 and s["successes"] == 1 and s["failures"]["other"] == 1
+    scripted_server.push(Reply(status=400, error="bad request"))
+    with pytest.raises(ProviderError, match="HTTP 400"):  # a configuration error stops the run
+        run_one_shot(env, no_retries, seed=0)
