@@ -77,7 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         env_id = "dataeng_gym/DataEngText-v0"
         kwargs = {"backend": backend_from_args(args), "settings": settings_from_args(args)}
-    env = gym.make(env_id, config=config, max_episode_steps=config.max_steps)
+    from dataeng_gym.envs.llm_teacher import teacher_from_args
+
+    teacher = teacher_from_args(args)  # None: the procedural teacher
+    extra = {"teacher": teacher} if teacher is not None else {}
+    env = gym.make(env_id, config=config, max_episode_steps=config.max_steps, **extra)
     policy = make_policy(args.policy, config, seed=args.seed, **kwargs)
     out = args.out
     if out:
@@ -120,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_episode(env, policy, seed=args.seed, domain=config.domain, out=out, on_step=show)
     summary["policy"] = args.policy
+    if teacher is not None:
+        summary["teacher_stats"] = teacher.stats
     if out:
         write_json(f"{out}/summary.json", summary)
     print(_table(summary))
@@ -185,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dataeng_gym.policies.llm import add_llm_options
 
     add_llm_options(p)
+    from dataeng_gym.envs.llm_teacher import add_teacher_options
+
+    add_teacher_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("protocol", help="run the paper's One-Shot or Iterative LLM protocol")
     p.add_argument("--domain", default=None, help="domain name (default: science)")

@@ -211,3 +211,24 @@ class LLMTeacher:
         if path is not None:
             write_json(path, reply)
         return reply
+
+
+def add_teacher_options(parser: Any) -> None:
+    """``--teacher-*`` options: an LLM teacher behind an OpenAI-compatible endpoint."""
+    g = parser.add_argument_group("LLM teacher (default: the procedural teacher)")
+    g.add_argument("--teacher-model", default=None, help="use an LLM teacher with this model")
+    g.add_argument("--teacher-base-url", default=None, help="its OpenAI-compatible endpoint")
+    g.add_argument("--teacher-concurrency", type=int, default=8, help="prompts in flight")
+    g.add_argument("--teacher-cache", default=None, help="reply cache directory (replayable)")
+
+
+def teacher_from_args(args: Any) -> LLMTeacher | None:
+    """The LLM teacher the ``--teacher-*`` options describe, or None for the procedural one."""
+    if args.teacher_model is None:
+        if args.teacher_base_url is not None:
+            raise ConfigError("--teacher-base-url needs --teacher-model")
+        return None
+    from dataeng_gym.llm import make_backend
+
+    backend = make_backend("openai", args.teacher_model, args.teacher_base_url)
+    return LLMTeacher(backend, concurrency=args.teacher_concurrency, cache_dir=args.teacher_cache)

@@ -120,3 +120,18 @@ def test_llm_teacher_against_transformers_serve(served_tiny_model, tmp_path):
     samples = teacher.generate(DOMAIN, GenerationRequest(0, "reverse", 1, 4))
     assert samples == [] and teacher.stats["calls"] == 4
     assert sum(teacher.stats["rejected"].values()) == 4 and teacher.stats["completion_tokens"] > 0
+
+
+def test_cli_run_with_an_llm_teacher(scripted_server, tmp_path):
+    from dataeng_gym.cli import main
+
+    teacher_server(scripted_server, delay=0)
+    out = tmp_path / "ep"
+    args = ["run", "--fast", "--policy", "uniform", "--teacher-budget", "400"]
+    args += ["--teacher-model", "t", "--teacher-base-url", scripted_server.base_url]
+    args += ["--teacher-cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    stats = summary["teacher_stats"]
+    assert stats["prompts"] == summary["teacher_samples"] == 240 == stats["calls"]
+    assert stats["items"] < 240 and summary["train_runs"] == 1
