@@ -135,7 +135,6 @@ class OpenAIBackend:
                 temperature=temperature,
                 **extra,
             )
-            response = raw.parse()
         except openai.APIStatusError as exc:
             code = exc.status_code
             retryable = code in (408, 409, 429) or code >= 500
@@ -161,6 +160,14 @@ class OpenAIBackend:
                 f"{self.name}: cannot connect ({exc}); is the server running at {self.base_url}?",
                 None,
                 True,
+            ) from exc
+        try:
+            response = raw.parse()
+        except (ValueError, openai.APIError) as exc:  # a 200 whose body is not a completion
+            raise ProviderError(
+                f"{self.name}: malformed response ({exc.__class__.__name__}: {exc}); "
+                "is this an OpenAI-compatible chat endpoint?",
+                200,
             ) from exc
         seconds = time.perf_counter() - start
         if not response.choices:

@@ -130,6 +130,8 @@ class Reply:
     delay: float = 0.0
     """Seconds to wait before answering (longer than the client timeout: a timeout)."""
     error: str = "scripted error"
+    body: bytes | None = None
+    """Raw response body sent as is (e.g. JSON cut in the middle), instead of a built one."""
 
 
 class ScriptedServer:
@@ -194,7 +196,7 @@ class ScriptedServer:
                             "total_tokens": 0,
                         },
                     }
-                data = json.dumps(payload).encode()
+                data = json.dumps(payload).encode() if reply.body is None else reply.body
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")

@@ -62,6 +62,12 @@ def test_timeouts_are_retried(scripted_server):
     assert scripted_server.retry_counts == [0, 1]
 
 
+def test_a_response_body_cut_mid_json_is_a_provider_error(scripted_server):
+    scripted_server.push(Reply(body=b'{"id": "x", "choices": [{"index": 0, "mess'))
+    with pytest.raises(ProviderError, match="malformed response"):
+        fast_client(scripted_server, max_retries=0).complete(HELLO)
+
+
 def test_no_server_is_a_clear_provider_error():
     from llm_servers import free_port
 
