@@ -107,7 +107,8 @@ class Node:
     public: float | None = None
     """Public accuracy of the student trained on the submission."""
     private: float | None = None
-    """Private accuracy at the end of the submission's episode (never shown to the agent)."""
+    """Private accuracy the env reports for the submission's episode: its TRAIN's student, or
+    the base student when that TRAIN did not beat the base on public. Never shown to the agent."""
     gain_rel: float | None = None
     teacher_samples: int = 0
     invalid_steps: list[str] = field(default_factory=list)
