@@ -127,9 +127,7 @@ def _untitled(schema: Any) -> Any:
     """The schema without pydantic's ``title`` keys (noise in a prompt)."""
     if isinstance(schema, dict):
         return {
-            k: _untitled(v)
-            for k, v in schema.items()
-            if not (k == "title" and isinstance(v, str))
+            k: _untitled(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))
         }
     if isinstance(schema, list):
         return [_untitled(v) for v in schema]
