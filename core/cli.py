@@ -76,8 +76,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes.setdefault("student_kind", "hf")
     config = base.replace(**changes)
     env_id = "dataeng_gym/DataEngFast-v0" if args.fast else "dataeng_gym/DataEng-v0"
-    env = gym.make(env_id, config=config, max_episode_steps=config.max_steps)
-    policy = make_policy(args.policy, config, seed=args.seed)
+    kwargs: dict[str, Any] = {}
+    if args.policy == "llm":  # an LLM acts in the text twin (with --fast: on the FAST config)
+        from dataeng_gym.policies.llm import backend_from_args, settings_from_args
+
+        env_id = "dataeng_gym/DataEngText-v0"
+        kwargs = {"backend": backend_from_args(args), "settings": settings_from_args(args)}
+    from dataeng_gym.envs.llm_teacher import teacher_from_args
+
+    teacher = teacher_from_args(args)  # None: the procedural teacher
+    extra = {"teacher": teacher} if teacher is not None else {}
+    env = gym.make(env_id, config=config, max_episode_steps=config.max_steps, **extra)
+    policy = make_policy(args.policy, config, seed=args.seed, **kwargs)
     out = args.out
     if out:
         write_json(
@@ -87,6 +97,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "policy": args.policy,
                 "seed": args.seed,
                 "config": dataclasses.asdict(config),
+                **(
+                    {
+                        "backend": kwargs["backend"].name,
+                        "llm": dataclasses.asdict(kwargs["settings"]),
+                    }
+                    if kwargs
+                    else {}
+                ),
             },
         )
     print(
@@ -111,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_episode(env, policy, seed=args.seed, domain=config.domain, out=out, on_step=show)
     summary["policy"] = args.policy
+    if teacher is not None:
+        summary["teacher_stats"] = teacher.stats
     if out:
         write_json(f"{out}/summary.json", summary)
     print(_table(summary))
@@ -141,6 +161,23 @@ def _table(s: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def cmd_protocol(args: argparse.Namespace) -> int:
+    from dataeng_gym.policies.protocols import run_from_args
+
+    s = run_from_args(args)
+    mats = "n/a (no valid submission)" if s["mats"] is None else f"{s['mats']:.2f}"
+    print(f"{s['protocol']} on {s['domain']} (seed {s['seed']}) with {s['backend']}")
+    print(f"attempts {s['attempts']}, valid {s['successes']}, MATS {mats}")
+    print("failures: " + ", ".join(f"{k}={v}" for k, v in s["failures"].items()))
+    print(
+        f"private {100 * s['base_private']:.1f}% -> {100 * s['final_private']:.1f}% "
+        f"({s['gain_rel']:+.1f}% relative); stages: {' '.join(s['stages'])}"
+    )
+    if args.out:
+        print(f"wrote {args.out}/nodes.jsonl and {args.out}/summary.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataeng-gym", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_domains)
     p = sub.add_parser("run", help="run one episode of a policy and write its log and summary")
     p.add_argument("--domain", default=None, help="domain name (default: science)")
-    p.add_argument("--policy", default="weakest-skill", help="random | uniform | weakest-skill")
+    p.add_argument(
+        "--policy", default="weakest-skill", help="random | uniform | weakest-skill | llm"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for episode.jsonl and summary.json")
     p.add_argument("--fast", action="store_true", help="use the small, deterministic fast twin")
@@ -159,7 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune this Hugging Face model (directory or hub id) with LoRA: the hf student",
     )
     _config_options(p)
+    from dataeng_gym.policies.llm import add_llm_options
+
+    add_llm_options(p)
+    from dataeng_gym.envs.llm_teacher import add_teacher_options
+
+    add_teacher_options(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("protocol", help="run the paper's One-Shot or Iterative LLM protocol")
+    p.add_argument("--domain", default=None, help="domain name (default: science)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for nodes.jsonl and summary.json")
+    p.add_argument("--fast", action="store_true", help="use the small, deterministic fast twin")
+    from dataeng_gym.policies.protocols import add_protocol_args
+
+    add_protocol_args(p)
+    add_llm_options(p, policy=False)
+    p.set_defaults(func=cmd_protocol)
     return parser
 
 

@@ -70,6 +70,8 @@ def run_episode(
             "teacher_left": info["teacher_left"],
             "train_left": info["train_left"],
         }
+        if hasattr(policy, "last_info"):  # e.g. an LLM policy: its calls, re-asks, fallback
+            record["policy"] = policy.last_info
         if log is not None:
             append_jsonl(log, record)
         if on_step is not None:
@@ -87,6 +89,8 @@ def run_episode(
         "config": asdict(config),
         **{k: info_final.get(k) for k in FINAL_KEYS},
     }
+    if hasattr(policy, "stats"):  # e.g. an LLM policy: tokens, latency, failures by kind
+        summary["policy_stats"] = policy.stats
     if out is not None:
         write_json(Path(out) / "summary.json", summary)
     return summary

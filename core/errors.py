@@ -23,3 +23,18 @@ class MissingExtraError(DataEngError, ImportError):
 
 class StudentError(DataEngError):
     """Student training or evaluation failed."""
+
+
+class ProviderError(DataEngError):
+    """A model provider or transport failed: an HTTP error, a timeout, a refused connection.
+
+    Attributes:
+        status_code: The HTTP status, or None when no response came back.
+        retryable: Whether the failure was of a kind that is retried (429, 5xx, timeouts);
+            when True, the retries were already spent.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable

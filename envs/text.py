@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from dataeng_gym.envs.data_env import Action, DataEngEnv, Op
+from dataeng_gym.envs.actions import MAX_AMOUNT, action_schema, parse_action
+from dataeng_gym.envs.data_env import DataEngEnv
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import ORDERS
 
+__all__ = ["CHARSET", "DataEngTextEnv", "action_help", "parse_action", "render_state"]
+
 CHARSET = string.printable
 """Characters of text observations and actions (the Text space default is alphanumeric only)."""
-
-MAX_AMOUNT = 1000
-"""Largest ``amount`` one text action may ask for."""
 
 ACTION_HELP = f"""\
 Reply with exactly one JSON object, one of:
@@ -39,68 +39,21 @@ Reply with exactly one JSON object, one of:
   {{"op": "submit"}}                        end: the best TRAIN is scored on hidden data"""
 
 
-def parse_action(text: str, skills: tuple[str, ...]) -> tuple[Action | None, str | None]:
-    """Parse one JSON action; on any problem return ``(None, reason)``, never raise."""
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, f"action is not valid JSON ({exc.__class__.__name__}: {exc})"
-    if not isinstance(obj, dict):
-        return None, f"action must be a JSON object, got {type(obj).__name__}"
-    names = [op.name.lower() for op in Op]
-    op_name = obj.get("op")
-    if not isinstance(op_name, str) or op_name.lower() not in names:
-        return None, f"field 'op' must be one of {names}, got {op_name!r}"
-    op = Op[op_name.upper()]
-    fields: dict[str, Any] = {"op": op}
-    try:
-        if op in (Op.GENERATE, Op.MIX):
-            skill = obj.get("skill")
-            if skill not in skills:
-                return None, f"field 'skill' must be one of {list(skills)}, got {skill!r}"
-            fields["skill"] = skill
-        if op == Op.GENERATE:
-            fields["difficulty"] = _int(obj, "difficulty", DIFFICULTIES[0], DIFFICULTIES[-1])
-            instructions = obj.get("instructions", "")
-            if not isinstance(instructions, str):
-                return None, "field 'instructions' must be a string"
-            fields["instructions"] = instructions
-        if op in (Op.GENERATE, Op.VERIFY):
-            fields["amount"] = _int(obj, "amount", 1, MAX_AMOUNT)
-        if op == Op.FILTER:
-            fields["threshold"] = _float(obj, "threshold", 0.0, 1.0)
-        if op == Op.MIX:
-            fields["weight"] = _float(obj, "weight", 0.0, 2.0)
-        if op == Op.ORDER:
-            strategy = obj.get("strategy")
-            if strategy not in ORDERS:
-                return None, f"field 'strategy' must be one of {list(ORDERS)}, got {strategy!r}"
-            fields["order"] = strategy
-    except ValueError as exc:
-        return None, str(exc)
-    return Action(**fields), None
-
-
-def _int(obj: dict[str, Any], name: str, lo: int, hi: int) -> int:
-    value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"field {name!r} must be an integer in {lo}..{hi}, got {value!r}")
-    return value
-
-
-def _float(obj: dict[str, Any], name: str, lo: float, hi: float) -> float:
-    value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ValueError(f"field {name!r} must be a number in {lo}..{hi}, got {value!r}")
-    return float(value)
+def action_help(skills: tuple[str, ...]) -> str:
+    """How to reply: the actions in words, then the JSON schema an action is validated against."""
+    schema = json.dumps(action_schema(skills), separators=(",", ":"))
+    return f"{ACTION_HELP}\nSKILL is one of {list(skills)}. JSON schema of an action:\n{schema}"
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def render_state(env: DataEngEnv) -> str:
-    """The prompt an LLM agent reads: everything the structured observation holds, and more."""
+def render_state(env: DataEngEnv, ask: str | None = None) -> str:
+    """The prompt an LLM agent reads: everything the structured observation holds, and more.
+
+    ``ask`` replaces the closing "Your action" section (the protocols ask for a whole plan).
+    """
     d, cfg, pool = env.domain, env.config, env.pool
     assert d is not None
     stats = env.pool_stats
@@ -142,7 +95,7 @@ def render_state(env: DataEngEnv) -> str:
                 if h["invalid_action"]
                 else json.dumps(_brief(h["result"]))
             )
-            lines.append(f"{h['step']}. {json.dumps(h['action'])} -> {outcome}")
+            lines.append(f"{h['step']}. {json.dumps(_text_form(h['action']))} -> {outcome}")
     failures = env.last_eval.failures if env.last_eval is not env.base_eval else []
     if failures and cfg.bad_cases:
         rng = np.random.default_rng([env.train_seed, env.steps])
@@ -155,9 +108,16 @@ def render_state(env: DataEngEnv) -> str:
                 f"- [{item.skill}, d{item.difficulty}] {q} -> expected {item.answer!r}, "
                 f"student said {given!r}"
             )
-    lines += ["", "## Your action", ACTION_HELP]
+    lines += ["", "## Your action", action_help(d.skill_names)] if ask is None else ["", ask]
     text = "\n".join(lines)
     return "".join(ch if ch in CHARSET else "?" for ch in text)
+
+
+def _text_form(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An env history record in the text twin's words (``order`` is called ``strategy``)."""
+    if record is None:
+        return None
+    return {("strategy" if k == "order" else k): v for k, v in record.items()}
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +137,11 @@ class DataEngTextEnv(DataEngEnv):
 
     ## Action Space
 
-    ``Text(charset=string.printable)`` holding one JSON object (see ``ACTION_HELP``). Text
-    that does not parse or validate is an invalid action: nothing changes, the penalty applies
-    and ``info["invalid_action"]`` names the field and the allowed values.
+    ``Text(charset=string.printable)`` holding one JSON object (see ``ACTION_HELP``; the
+    pydantic schema of :mod:`dataeng_gym.envs.actions` validates it, and its JSON schema is
+    printed in the prompt). Text that does not parse or validate is an invalid action: nothing
+    changes, the penalty applies and ``info["invalid_action"]`` names the field and the allowed
+    values. ``info["skills"]`` lists the skills an action may name.
 
     The rest (rewards, episode end, arguments, version history) is as in :class:`DataEngEnv`.
     """
@@ -191,6 +153,8 @@ class DataEngTextEnv(DataEngEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
         _, info = super().reset(seed=seed, options=options)
+        assert self.domain is not None
+        info["skills"] = self.domain.skill_names  # what an action's "skill" may name
         return render_state(self), info
 
     def step(self, action: str):  # type: ignore[override]
@@ -200,4 +164,5 @@ class DataEngTextEnv(DataEngEnv):
         else:
             decoded, error = parse_action(action, self.domain.skill_names)
         _, reward, terminated, truncated, info = self._step(decoded, error)
+        info["skills"] = self.domain.skill_names
         return render_state(self), reward, terminated, truncated, info

@@ -12,11 +12,13 @@ from typing import Any
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.policies.base import Policy
 from dataeng_gym.policies.baselines import RandomPolicy, UniformPolicy, WeakestSkillPolicy
+from dataeng_gym.policies.llm import LLMPolicy
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "random": RandomPolicy,
     "uniform": UniformPolicy,
     "weakest-skill": WeakestSkillPolicy,
+    "llm": LLMPolicy,  # acts in the text twin; needs backend=... (see policies/llm.py)
 }
 
 
@@ -29,6 +31,7 @@ def make_policy(name: str, config: EnvConfig, seed: int | None = None, **kwargs:
 
 __all__ = [
     "POLICIES",
+    "LLMPolicy",
     "Policy",
     "RandomPolicy",
     "UniformPolicy",

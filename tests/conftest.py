@@ -10,3 +10,7 @@ def _offline_and_cached(tmp_path_factory):
     os.environ["WANDB_MODE"] = "disabled"
     os.environ["HF_HUB_OFFLINE"] = "1"
     yield
+
+
+# real OpenAI-compatible servers on loopback, for the LLM tests (tests/llm_servers.py)
+pytest_plugins = ["llm_servers"]

@@ -1,0 +1,396 @@
+"""The paper's two agent protocols, One-Shot and Iterative, over the text twin.
+
+In arXiv 2605.30407 an agent writes a whole data-curation program; the platform runs it, checks
+the submission (at least 1,000 valid items), trains the student on it and scores it. Here a
+program is a *plan*, a JSON list of curation actions; a *submission* runs the plan on a fresh
+episode (same seed, full per-episode budgets: the paper's per-iteration limit), then TRAINs the
+student on the pool and SUBMITs. The submission is valid when that TRAIN is accepted (at least
+``min_train_items`` usable items: the paper's validity rule). A plan that asks for more teacher
+samples than are left is stopped there, as the paper's platform kills a run over its API budget.
+
+- **One-Shot** (paper section 2.4): one prompt, one whole plan; up to ``max_attempts`` (8)
+  independent attempts; the first valid submission ends the run.
+- **Iterative** (AIDE-style): *Draft* a plan; *Debug* when the reply could not be used (no JSON,
+  cut off, schema errors); *Repair* when the submission failed validation; *Improve* the node
+  with the best public score so far, shown with its plan, per-skill scores and bad cases. After
+  ``max_repairs`` (3) consecutive Debug/Repair steps the loop starts again from Draft; at most
+  ``max_iterations`` (30) model calls. The result is the best-public valid node.
+
+Both record every node (plan, validity, failure category, public and private scores, model
+cost), MATS (attempts per valid submission; None when none was valid) and the failure counts
+in the categories of :data:`~dataeng_gym.policies.llm.FAILURES`. Private scores are recorded
+for the paper's per-iteration curves and never shown to the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema
+from dataeng_gym.envs.data_env import Action, Op
+from dataeng_gym.envs.text import DataEngTextEnv, render_state
+from dataeng_gym.errors import ProviderError
+from dataeng_gym.io import append_jsonl, write_json
+from dataeng_gym.llm import ChatBackend, Message
+from dataeng_gym.policies.llm import FAILURES, LLMPolicy, LLMPolicyConfig
+
+PROTOCOLS = ("one-shot", "iterative")
+
+SYSTEM_PROMPT = """\
+You are an autonomous data engineer. A small student model must get better at a target domain.
+You write a data-curation plan: a JSON list of actions that asks a fixed teacher model for
+training items (only the teacher can add data) and cleans, mixes and orders them. The platform
+runs your plan on an empty pool, fine-tunes the student on the result and scores it on a public
+test split. The submission is valid only if enough usable items remain after your plan.
+Reply with the JSON list only, no prose."""
+
+
+def plan_request(max_plan: int) -> str:
+    """The closing instructions of every protocol prompt."""
+    return (
+        f"## Your plan\nReply with a JSON list of at most {max_plan} actions, run in order on "
+        "an empty pool. Do not include train or submit: the platform trains the student on "
+        "the pool after your plan, and the run is stopped where a step asks for more teacher "
+        "samples than are left. Each action is a JSON object validated against this schema:"
+    )
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Caps and sampling of the paper's protocols."""
+
+    max_attempts: int = 8
+    """One-Shot: independent attempts; the first valid submission ends the run (paper: 8)."""
+    max_iterations: int = 30
+    """Iterative: model calls, each one a Draft, Debug, Repair or Improve (paper: 30)."""
+    max_repairs: int = 3
+    """Iterative: consecutive Debug/Repair steps before a new Draft (paper: 3)."""
+    max_tokens: int = 2048
+    """Largest reply, in tokens; a longer one is cut and counts as ``truncated``."""
+    temperature: float = 0.7
+    """Sampling temperature: independent attempts should differ."""
+    structured: bool = True
+    """Pass the plan's JSON schema to the backend (used by vLLM and servers that support it)."""
+    echo_chars: int = 4000
+    """Characters of a failed reply shown back to the model in a Debug prompt."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "max_iterations", "max_repairs", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ProtocolConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError("ProtocolConfig.temperature must be >= 0")
+
+
+@dataclass
+class Node:
+    """One model call of a protocol and, when its reply was a plan, the submission it made."""
+
+    index: int
+    stage: str
+    """``attempt`` (One-Shot), or ``draft``, ``debug``, ``repair``, ``improve`` (Iterative)."""
+    parent: int | None
+    """The node a Debug, Repair or Improve started from."""
+    reply: str
+    plan: list[dict[str, Any]] | None = None
+    valid: bool = False
+    failure: str | None = None
+    """One of :data:`FAILURES`, or None for a valid submission."""
+    error: str | None = None
+    """What went wrong, in words the model is shown."""
+    public: float | None = None
+    """Public accuracy of the student trained on the submission."""
+    private: float | None = None
+    """Private accuracy the env reports for the submission's episode: its TRAIN's student, or
+    the base student when that TRAIN did not beat the base on public. Never shown to the agent."""
+    gain_rel: float | None = None
+    teacher_samples: int = 0
+    invalid_steps: list[str] = field(default_factory=list)
+    """Env-rejected plan steps that did not stop the run (e.g. DEDUP of an empty pool)."""
+    llm: dict[str, Any] = field(default_factory=dict)
+    feedback: str = ""
+    """The rendered state after the submission's TRAIN: what Repair and Improve show."""
+    seconds: float = 0.0
+
+
+def execute(env: DataEngTextEnv, plan: list[Action], seed: int) -> dict[str, Any]:
+    """Run a plan as one submission on a fresh episode; return its outcome.
+
+    TRAIN and SUBMIT inside a plan are skipped (the platform trains once, after the plan).
+    """
+    env.reset(seed=seed)
+    invalid: list[str] = []
+    failure = error = None
+    for a in plan:
+        if a.op in (Op.TRAIN, Op.SUBMIT):
+            continue
+        _, _, terminated, truncated, info = env.step(json.dumps(action_json(a)))
+        reason = info["invalid_action"]
+        if reason and "left" in reason and "teacher samples" in reason:
+            failure, error = "budget_exhausted", f"run stopped at {action_json(a)}: {reason}"
+            break
+        if reason:
+            invalid.append(f"{action_json(a)}: {reason}")
+        if terminated or truncated:
+            failure, error = "budget_exhausted", "the plan used every step of the episode"
+            break
+    public = None
+    if failure is None:
+        _, _, terminated, _, info = env.step('{"op": "train"}')
+        reason = info["invalid_action"]
+        if reason:
+            failure = "insufficient_valid_samples" if "insufficient" in reason else "other"
+            error = f"the submission failed validation: {reason}"
+        else:
+            public = info["public"]
+    feedback = render_state(env, ask="")
+    final = info if env.done else env.step('{"op": "submit"}')[4]
+    return {
+        "valid": failure is None,
+        "failure": failure,
+        "error": error,
+        "public": public,
+        "private": final["final_private"] if failure is None else None,
+        "gain_rel": final["gain_rel"] if failure is None else None,
+        "teacher_samples": final["teacher_samples"],
+        "invalid_steps": invalid,
+        "feedback": feedback,
+        "base": {k: final[k] for k in ("base_public", "base_private")},
+    }
+
+
+class ProtocolRun:
+    """State shared by both protocols: the env, the asking policy, the nodes, the output."""
+
+    def __init__(
+        self,
+        env: DataEngTextEnv,
+        backend: ChatBackend,
+        config: ProtocolConfig,
+        *,
+        seed: int,
+        out: str | Path | None,
+        protocol: str,
+    ) -> None:
+        self.env, self.config, self.seed, self.protocol = env, config, seed, protocol
+        self.out = Path(out) if out else None
+        self.max_plan = min(MAX_PLAN, env.config.max_steps - 2)
+        if self.max_plan < 1:
+            raise ValueError("protocols need an env with max_steps >= 3 (a plan, TRAIN, SUBMIT)")
+        self.asker = LLMPolicy(
+            backend=backend,
+            settings=LLMPolicyConfig(
+                max_reasks=0,  # a protocol's next step is its re-ask: Debug, or a new attempt
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                max_plan=self.max_plan,
+                structured=config.structured,
+            ),
+        )
+        self.nodes: list[Node] = []
+        self.base: dict[str, float] = {}
+        if self.out is not None:
+            (self.out / "nodes.jsonl").unlink(missing_ok=True)  # a rerun starts afresh
+        self.start = time.perf_counter()
+        _, info = env.reset(seed=seed)
+        self.skills = tuple(info["skills"])
+        self.task = render_state(env, ask="")  # the task as first seen: empty pool, full budgets
+
+    def ask_plan(self, stage: str, parent: int | None, context: str) -> Node:
+        """One model call for a whole plan, and its submission when the plan parses."""
+        start = time.perf_counter()
+        schema = json.dumps(plan_schema(self.skills, self.max_plan)["items"])
+        prompt = f"{context}\n\n{plan_request(self.max_plan)}\n{schema}"
+        messages: list[Message] = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": prompt},
+        ]
+        node = Node(len(self.nodes), stage, parent, reply="")
+        try:
+            actions, step = self.asker.ask(messages, self.skills)
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            node.failure, node.error = "other", str(exc)
+            return self._record(node, start)
+        node.reply = step.get("reply", "")
+        node.llm = {k: step.get(k, 0) for k in ("calls", "prompt_tokens", "completion_tokens")}
+        if actions is None:
+            node.failure, node.error = step["failures"][-1], step["errors"][-1]
+            return self._record(node, start)
+        node.plan = [action_json(a) for a in actions]
+        outcome = execute(self.env, actions, self.seed)
+        self.base = outcome.pop("base")
+        for key, value in outcome.items():
+            setattr(node, key, value)
+        return self._record(node, start)
+
+    def _record(self, node: Node, start: float) -> Node:
+        node.seconds = time.perf_counter() - start
+        self.nodes.append(node)
+        if self.out is not None:
+            append_jsonl(self.out / "nodes.jsonl", asdict(node))
+        return node
+
+    def best(self) -> Node | None:
+        """The valid node with the best public score (the earliest among ties)."""
+        valid = [n for n in self.nodes if n.valid]
+        return max(valid, key=lambda n: (n.public, -n.index)) if valid else None
+
+    def summary(self) -> dict[str, Any]:
+        if not self.base:  # no plan ever ran: score the base student through the env
+            self.env.reset(seed=self.seed)
+            final = self.env.step('{"op": "submit"}')[4]
+            self.base = {k: final[k] for k in ("base_public", "base_private")}
+        best = self.best()
+        attempts = len(self.nodes)
+        successes = sum(n.valid for n in self.nodes)
+        failures = Counter(n.failure for n in self.nodes if n.failure)
+        base_public, base_private = self.base["base_public"], self.base["base_private"]
+        final_private = best.private if best else base_private
+        assert final_private is not None
+        curve, best_public, best_private = [], base_public, base_private
+        for n in self.nodes:
+            if n.valid and n.public is not None and n.public > best_public:
+                best_public, best_private = n.public, n.private
+            curve.append(
+                {
+                    "node": n.index,
+                    "public": n.public,
+                    "private": n.private,
+                    "best_public": best_public,
+                    "final_private": best_private,
+                }
+            )
+        result = {
+            "protocol": self.protocol,
+            "domain": self.env.domain.name if self.env.domain else None,
+            "seed": self.seed,
+            "backend": self.asker.backend.name,
+            "attempts": attempts,
+            "successes": successes,
+            "mats": attempts / successes if successes else None,
+            "failures": {k: failures.get(k, 0) for k in FAILURES},
+            "stages": [n.stage for n in self.nodes],
+            "best_node": best.index if best else None,
+            "base_public": base_public,
+            "base_private": base_private,
+            "final_public": best.public if best else base_public,
+            "final_private": final_private,
+            "gain_abs": final_private - base_private,
+            "gain_rel": best.gain_rel if best else 0.0,
+            "teacher_samples": sum(n.teacher_samples for n in self.nodes),
+            "llm": {k: v for k, v in self.asker.stats.items() if k != "failures"},
+            "curve": curve,
+            "config": asdict(self.config),
+            "env_config": asdict(self.env.config),
+            "wall_seconds": time.perf_counter() - self.start,
+        }
+        if self.out is not None:
+            write_json(self.out / "summary.json", result)
+        return result
+
+
+def run_one_shot(
+    env: DataEngTextEnv,
+    backend: ChatBackend,
+    config: ProtocolConfig | None = None,
+    *,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """One-Shot: independent whole-plan attempts until the first valid submission."""
+    config = config or ProtocolConfig()
+    run = ProtocolRun(env, backend, config, seed=seed, out=out, protocol="one-shot")
+    for _ in range(config.max_attempts):
+        if run.ask_plan("attempt", None, run.task).valid:
+            break
+    return run.summary()
+
+
+def run_iterative(
+    env: DataEngTextEnv,
+    backend: ChatBackend,
+    config: ProtocolConfig | None = None,
+    *,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Iterative (AIDE-style): Draft, Debug, Repair and Improve from the best-public node."""
+    config = config or ProtocolConfig()
+    run = ProtocolRun(env, backend, config, seed=seed, out=out, protocol="iterative")
+    last: Node | None = None
+    fixes = 0  # consecutive Debug/Repair steps
+    for i in range(config.max_iterations):
+        header = f"## Iteration {i + 1} of {config.max_iterations}"
+        best = run.best()
+        if last is not None and not last.valid and fixes < config.max_repairs:
+            fixes += 1
+            if last.plan is None:
+                stage = "debug"
+                context = (
+                    f"{header}: Debug. Your last reply could not be used: {last.error}\n"
+                    f"Your last reply was:\n{last.reply[: config.echo_chars]}\n\n{run.task}"
+                )
+            else:
+                stage = "repair"
+                context = (
+                    f"{header}: Repair. Your plan ran but {last.error}\nYour plan was:\n"
+                    f"{json.dumps(last.plan)}\nThe state after it:\n{last.feedback}"
+                )
+            parent = last.index
+        elif best is not None and (last is None or last.valid):
+            fixes = 0
+            stage, parent = "improve", best.index
+            context = (
+                f"{header}: Improve. Your best plan so far scored {100 * best.public:.1f}% on "
+                f"public (base student: {100 * run.base['base_public']:.1f}%). Write a better "
+                f"whole plan.\nThe best plan:\n{json.dumps(best.plan)}\n"
+                f"The state after it (per-skill scores, pool, bad cases):\n{best.feedback}"
+            )
+        else:
+            fixes = 0
+            stage, parent = "draft", None
+            context = f"{header}: Draft a new plan.\n\n{run.task}"
+        last = run.ask_plan(stage, parent, context)
+    return run.summary()
+
+
+RUNNERS = {"one-shot": run_one_shot, "iterative": run_iterative}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """Options of ``dataeng-gym protocol`` (the LLM backend options are shared with ``run``)."""
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="iterative")
+    parser.add_argument("--max-attempts", type=int, default=8, help="One-Shot attempts")
+    parser.add_argument("--max-iterations", type=int, default=30, help="Iterative model calls")
+    parser.add_argument("--max-repairs", type=int, default=3, help="Debug/Repair before Draft")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the env and backend from the command line and run the chosen protocol."""
+    from dataeng_gym.envs.config import FAST, EnvConfig
+    from dataeng_gym.policies.llm import backend_from_args
+
+    base = FAST if args.fast else EnvConfig()
+    config = base.replace(domain=args.domain) if args.domain else base
+    env = DataEngTextEnv(config)
+    backend = backend_from_args(args)
+    given = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    protocol = ProtocolConfig(
+        max_attempts=args.max_attempts,
+        max_iterations=args.max_iterations,
+        max_repairs=args.max_repairs,
+        structured=args.structured,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    return RUNNERS[args.protocol](env, backend, protocol, seed=args.seed, out=args.out)
