@@ -61,6 +61,10 @@ class EnvConfig:
     """Reward penalty per evaluation item caught at the TRAIN gate."""
     cache_dir: str | None = None
     """Where base checkpoints are cached (default: $DATAENG_GYM_CACHE or ~/.cache/dataeng_gym)."""
+    student_kind: str = "tiny"
+    """``tiny`` trains the real student; ``simulated``: the count-level twin with a surrogate."""
+    simulator_path: str | None = None
+    """The surrogate.json of ``dataeng-gym calibrate`` (needed when student_kind is simulated)."""
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -82,6 +86,15 @@ class EnvConfig:
             raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
         if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix or (0,)) < 0:
             raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
+        if self.student_kind not in ("tiny", "simulated"):
+            raise ValueError(
+                f"EnvConfig.student_kind must be 'tiny' or 'simulated', got {self.student_kind!r}"
+            )
+        if self.student_kind == "simulated" and not self.simulator_path:
+            raise ValueError(
+                "EnvConfig.student_kind='simulated' needs simulator_path: the "
+                "surrogate.json written by `dataeng-gym calibrate`"
+            )
         if self.eval_public_limit < 0 or self.eval_private_limit < 0:
             raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")
 
