@@ -83,7 +83,8 @@ def _random_round(env: DataEngEnv, rng: np.random.Generator) -> None:
     cfg = env.config
     assert env.domain is not None
     n_skills = len(env.domain.skills)
-    focus = rng.dirichlet(np.full(n_skills, 0.5))  # uneven mixes: imbalance and forgetting
+    # from one-skill pools (imbalance, forgetting) to even ones (what good curation builds)
+    focus = rng.dirichlet(np.full(n_skills, float(rng.choice([0.3, 1.0, 5.0]))))
     for _ in range(int(rng.integers(2, 9))):
         amount = int(rng.integers(len(cfg.amounts)))
         if cfg.amounts[amount] > env.teacher_left:
@@ -91,9 +92,9 @@ def _random_round(env: DataEngEnv, rng: np.random.Generator) -> None:
         skill = int(rng.choice(n_skills, p=focus))
         env.step(_act(Op.GENERATE, skill, int(rng.integers(3)), amount))
     steps = [
-        (0.5, _act(Op.VERIFY, amount=int(rng.integers(len(cfg.amounts))))),
-        (0.5, _act(Op.FILTER, param=int(rng.integers(4)))),
-        (0.5, _act(Op.DEDUP)),
+        (0.6, _act(Op.VERIFY, amount=int(rng.integers(len(cfg.amounts))))),
+        (0.6, _act(Op.FILTER, param=int(rng.integers(4)))),
+        (0.6, _act(Op.DEDUP)),
         (0.4, _act(Op.DECONTAMINATE)),
         (0.25, _act(Op.MIX, skill=int(rng.integers(n_skills)), param=int(rng.integers(4)))),
         (0.5, _act(Op.ORDER, param=int(rng.integers(4)))),
@@ -116,7 +117,7 @@ def record_pools(
     key = config_key(config)
     config = config.replace(max_steps=1000)  # room for every round; the outcome ignores it
     records = [r for r in read_jsonl(path) if r["config_key"] == key] if path.exists() else []
-    done = {(r["episode"], r["train"]) for r in records}
+    done = {(r["episode"], r["train"]) for r in records if r.get("seed", 0) == seed}
     env = DataEngEnv(config)
     episode = 0
     start = time.perf_counter()
@@ -144,6 +145,7 @@ def record_pools(
             record = {
                 "config_key": key,
                 "domain": config.domain,
+                "seed": seed,
                 "episode": episode,
                 "train": t,
                 "order": env.pool.order,

@@ -24,7 +24,7 @@ from gymnasium import spaces
 
 from dataeng_gym import rewards
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.envs.data_env import MAX_SKILLS, Op
+from dataeng_gym.envs.data_env import ARGUMENTS, MAX_SKILLS, Op
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.envs.surrogate import KINDS, Surrogate, load_surrogate
@@ -178,6 +178,7 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             ("gain", "teacher_cost", "train_cost", "invalid", "contamination"), 0.0
         )
         op, error = self._decode(action)
+        record = None if error is not None or op is None else self._record(op, action)
         result: dict[str, Any] = {}
         if error is None:
             error, result = self._apply(op, action, terms)
@@ -190,13 +191,29 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             or (error is None and op == Op.TRAIN and self.train_left == 0)
         )
         reward = float(sum(terms.values()))
-        record = {"op": op.name.lower()} if op is not None else None
         self.history.append({"step": self.steps, "action": record, "invalid_action": error})
         info = self._info(error, terms, result)
         if terminated:
             self.done = True
             info.update(self._final())
         return self._observation(), reward, terminated, False, info
+
+    def _record(self, op: Op, a: dict[str, Any]) -> dict[str, Any]:
+        """The action as the real env logs it: the op and only the arguments it reads."""
+        assert self.model is not None
+        values = {
+            "skill": self.model.skills[int(a["skill"])] if op in (Op.GENERATE, Op.MIX) else "",
+            "difficulty": DIFFICULTIES[int(a["difficulty"])],
+            "amount": self.config.amounts[int(a["amount"])],
+            "threshold": FILTER_THRESHOLDS[int(a["param"])],
+            "weight": MIX_WEIGHTS[int(a["param"])],
+            "order": ORDERS[int(a["param"])],
+        }
+        record: dict[str, Any] = {"op": op.name.lower()}
+        for name in ARGUMENTS.get(op, ()):
+            if values.get(name, "") != "":
+                record[name] = values[name]
+        return record
 
     def _decode(self, action: dict[str, Any]) -> tuple[Op | None, str | None]:
         assert self.model is not None
