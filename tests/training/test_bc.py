@@ -65,3 +65,17 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         make_policy(f"bc:{tmp_path}", SIM)
     with pytest.raises(ValueError, match="epochs"):
         BCSettings(epochs=0)
+
+
+def test_train_policy_cli_clones_recorded_episodes(tmp_path, capsys):
+    from dataeng_gym.cli import main
+
+    env = SimulatedDataEngEnv(SIM)
+    for seed in (1, 2):
+        run_episode(env, make_policy("weakest-skill", SIM), seed=seed, out=tmp_path / f"ep{seed}")
+    argv = ["train-policy", "--algo", "bc", "--iterations", "50", "--out", str(tmp_path / "bc")]
+    argv += ["--episodes", str(tmp_path / "ep1"), str(tmp_path / "ep2")]
+    assert main(argv) == 0
+    assert (tmp_path / "bc" / "policy.json").is_file()
+    assert '"agreement"' in capsys.readouterr().out
+    assert main([*argv[:-3], "--episodes", str(tmp_path / "nothing")]) == 2
