@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ def train_ppo(
             project="dataeng-gym",
             dir=str(out),
             config=dataclasses.asdict(settings),
-            mode=None,
+            mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
             job_type="train-ppo",
         )
     import torch

@@ -50,6 +50,7 @@ def trained(ray_session, tmp_path_factory):
         epochs=8,
         lr=1e-3,
         checkpoint_every=4,
+        track=True,  # W&B code path; the test session disables W&B (WANDB_MODE=disabled)
     )
     summary = train_ppo(settings, out)
     return out, summary
