@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.domain is not None and args.domain not in DOMAINS:
         raise DataEngError(f"unknown domain {args.domain!r}; choose one of: {', '.join(DOMAINS)}")
-    if args.policy not in POLICIES:
+    if args.policy not in POLICIES and not args.policy.startswith(("ppo:", "bc:")):
         raise DataEngError(f"unknown policy {args.policy!r}; choose one of: {', '.join(POLICIES)}")
     base = FAST if args.fast else EnvConfig()
     changes: dict[str, Any] = {
@@ -139,6 +139,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from dataeng_gym.envs.calibrate import calibrate, main_progress
+    from dataeng_gym.envs.config import FAST, EnvConfig
+
+    config = (FAST if args.fast else EnvConfig()).replace(domain=args.domain)
+    report = calibrate(config, args.pools, args.out, seed=args.seed, progress=main_progress)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from dataeng_gym.training.cli import train_policy
+
+    return train_policy(args)
+
+
 def _brief(result: dict[str, Any]) -> str:
     keep = {k: v for k, v in result.items() if k not in ("per_skill", "gate")}
     return " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in keep.items())
@@ -187,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one episode of a policy and write its log and summary")
     p.add_argument("--domain", default=None, help="domain name (default: science)")
     p.add_argument(
-        "--policy", default="weakest-skill", help="random | uniform | weakest-skill | llm"
+        "--policy",
+        default="weakest-skill",
+        help="random | uniform | weakest-skill | llm | ppo:PATH | bc:PATH",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for episode.jsonl and summary.json")
@@ -215,6 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_protocol_args(p)
     add_llm_options(p, policy=False)
     p.set_defaults(func=cmd_protocol)
+    p = sub.add_parser("calibrate", help="record real TRAINs of random pools, fit the surrogate")
+    p.add_argument("--domain", default="code", help="domain name (default: code)")
+    p.add_argument("--pools", type=int, default=120, help="real TRAIN outcomes to record")
+    p.add_argument("--out", required=True, help="directory for records.jsonl and surrogate.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help="calibrate the fast twin's micro student")
+    p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("train-policy", help="train a curation policy (PPO or behaviour cloning)")
+    p.add_argument("--algo", choices=("ppo", "bc"), default="ppo")
+    p.add_argument("--student", choices=("tiny", "simulated"), default="simulated")
+    p.add_argument("--simulator", default=None, help="surrogate.json (default: the shipped one)")
+    p.add_argument("--domains", nargs="+", default=["code"])
+    p.add_argument("--iterations", type=int, default=20, help="PPO iterations / BC epochs")
+    p.add_argument("--workers", type=int, default=1, help="RLlib env runners")
+    p.add_argument("--batch-size", type=int, default=2000, help="env steps per PPO iteration")
+    p.add_argument("--episodes", nargs="*", default=[], help="BC: episode.jsonl files or dirs")
+    p.add_argument("--init-from", default=None, help="PPO: a BC checkpoint to start from")
+    p.add_argument("--fast", action="store_true", help="the fast twin's budgets and student")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--track", action="store_true", help="log to W&B (offline by default)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train_policy)
     return parser
 
 

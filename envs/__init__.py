@@ -12,7 +12,7 @@ from dataeng_gym.envs.domains import DOMAINS, Domain, Item, make_domain
 
 register(
     id="dataeng_gym/DataEng-v0",
-    entry_point="dataeng_gym.envs.data_env:DataEngEnv",
+    entry_point="dataeng_gym.envs.simulated:make_data_env",
     max_episode_steps=60,
     nondeterministic=True,
 )

@@ -37,7 +37,8 @@ class EnvConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     """Architecture and training recipe of the tiny student."""
     student_kind: str = "tiny"
-    """Which student TRAIN fine-tunes: "tiny" (built from ``student``) or "hf" (``hf_student``)."""
+    """Which student TRAIN fine-tunes: "tiny" (built from ``student``), "hf" (``hf_student``) or
+    "simulated" (the count-level twin whose TRAIN is the surrogate at ``simulator_path``)."""
     hf_student: HFStudentConfig = field(default_factory=HFStudentConfig)
     """Model and LoRA recipe of the "hf" student (the paper's defaults; ``model`` must be set)."""
     student_seed: int = 0
@@ -66,6 +67,8 @@ class EnvConfig:
     """Reward penalty per evaluation item caught at the TRAIN gate."""
     cache_dir: str | None = None
     """Where base checkpoints are cached (default: $DATAENG_GYM_CACHE or ~/.cache/dataeng_gym)."""
+    simulator_path: str | None = None
+    """The surrogate.json of ``dataeng-gym calibrate`` (needed when student_kind is simulated)."""
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -87,10 +90,18 @@ class EnvConfig:
             raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
         if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix or (0,)) < 0:
             raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
+        if self.student_kind not in ("tiny", "hf", "simulated"):
+            raise ValueError(
+                "EnvConfig.student_kind must be 'tiny', 'hf' or 'simulated', "
+                f"got {self.student_kind!r}"
+            )
+        if self.student_kind == "simulated" and not self.simulator_path:
+            raise ValueError(
+                "EnvConfig.student_kind='simulated' needs simulator_path: the "
+                "surrogate.json written by `dataeng-gym calibrate`"
+            )
         if self.eval_public_limit < 0 or self.eval_private_limit < 0:
             raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")
-        if self.student_kind not in ("tiny", "hf"):
-            raise ValueError(f"EnvConfig.student_kind must be tiny or hf: {self.student_kind!r}")
         if self.student_kind == "hf" and not self.hf_student.model:
             raise ValueError(
                 "EnvConfig.student_kind='hf' needs hf_student=HFStudentConfig(model=DIR_OR_HUB_ID)"

@@ -156,6 +156,11 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         **overrides: Any,
     ) -> None:
         self.config = (config or EnvConfig()).replace(**overrides)
+        if self.config.student_kind == "simulated":
+            raise ValueError(
+                "DataEngEnv trains a real student; for student_kind='simulated' use "
+                "gym.make('dataeng_gym/DataEng-v0', ...) or envs.simulated.SimulatedDataEngEnv"
+            )
         self.render_mode = render_mode
         self._teacher_override = teacher
         n = MAX_SKILLS

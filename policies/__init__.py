@@ -23,7 +23,15 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 
 
 def make_policy(name: str, config: EnvConfig, seed: int | None = None, **kwargs: Any) -> Policy:
-    """Build a policy by name for an env with ``config``."""
+    """Build a policy by name for an env with ``config``; ``ppo:PATH``/``bc:PATH`` load one."""
+    if name.startswith("ppo:"):
+        from dataeng_gym.training.ppo import PPOPolicy
+
+        return PPOPolicy(name.removeprefix("ppo:"), config, seed=seed)
+    if name.startswith("bc:"):
+        from dataeng_gym.training.bc import BCPolicy
+
+        return BCPolicy(name.removeprefix("bc:"), config, seed=seed)
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
     return POLICIES[name](config, seed=seed, **kwargs)

@@ -1,0 +1,147 @@
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import dataeng_gym  # noqa: F401  (registers the envs)
+from dataeng_gym.envs.calibrate import gated_training_samples, record_pools
+from dataeng_gym.envs.config import FAST, EnvConfig
+from dataeng_gym.envs.data_env import DataEngEnv, Op
+from dataeng_gym.envs.simulated import SimulatedDataEngEnv
+from dataeng_gym.envs.surrogate import (
+    KINDS,
+    SurrogateError,
+    fit_surrogate,
+    load_surrogate,
+    spearman,
+    training_counts,
+)
+from dataeng_gym.episode import FINAL_KEYS, run_episode
+from dataeng_gym.io import read_jsonl
+from dataeng_gym.policies import make_policy
+from dataeng_gym.training.cli import SHIPPED_SURROGATE
+
+RECORDS = Path(__file__).parent.parent / "data" / "calib_code.jsonl"
+SIM = EnvConfig(domain="code", student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
+
+
+def act(op, skill=0, difficulty=0, amount=0, param=0):
+    return {
+        "op": int(op),
+        "skill": skill,
+        "difficulty": difficulty,
+        "amount": amount,
+        "param": param,
+    }
+
+
+def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
+    records = list(read_jsonl(RECORDS))
+    assert len(records) >= 40
+    shipped = load_surrogate(SHIPPED_SURROGATE, "code")
+    base = {
+        k: getattr(shipped, k)
+        for k in ("base_public", "base_private", "public_counts", "private_counts")
+    }
+    train, test = records[: -len(records) // 4], records[-len(records) // 4 :]
+    model = fit_surrogate(train, domain="code", skills=shipped.skills, base=base, config_key="t")
+    y = np.array([r["per_skill"] for r in test])
+    pred = np.stack([model.predict(np.array(r["counts"]), np.array(r["position"])) for r in test])
+    const = np.array([r["per_skill"] for r in train]).mean(axis=0)
+    mae, const_mae = np.abs(pred - y).mean(), np.abs(const - y).mean()
+    assert mae < 0.8 * const_mae, (mae, const_mae)
+    real = [r["public"] for r in test]
+    assert spearman([model.score(p, "public") for p in pred], real) > 0.5
+
+
+def test_gym_make_selects_the_simulated_twin_and_it_passes_check_env():
+    env = gym.make("dataeng_gym/DataEng-v0", config=SIM)
+    assert isinstance(env.unwrapped, SimulatedDataEngEnv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_bad_simulator_path_and_unknown_domain_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="simulator_path"):
+        EnvConfig(student_kind="simulated")
+    with pytest.raises(ValueError, match="student_kind"):
+        EnvConfig(student_kind="gpt")
+    env = SimulatedDataEngEnv(SIM.replace(simulator_path=str(tmp_path / "none.json")))
+    with pytest.raises(SurrogateError, match="dataeng-gym calibrate"):
+        env.reset(seed=0)
+    with pytest.raises(SurrogateError, match="science"):
+        SimulatedDataEngEnv(SIM).reset(seed=0, options={"domain": "science"})
+    with pytest.raises(ValueError, match="simulated"):
+        DataEngEnv(SIM)
+
+
+def test_same_seed_same_trajectory_and_final_keys():
+    a, b = SimulatedDataEngEnv(SIM), SimulatedDataEngEnv(SIM)
+    pa, pb = make_policy("random", SIM, seed=3), make_policy("random", SIM, seed=3)
+    sa, sb = run_episode(a, pa, seed=5), run_episode(b, pb, seed=5)
+    assert {k: sa[k] for k in FINAL_KEYS} == {k: sb[k] for k in FINAL_KEYS}
+    assert set(FINAL_KEYS) <= set(sa)
+
+
+def test_curation_operations_move_counts_like_the_real_pool():
+    env = SimulatedDataEngEnv(SIM)
+    env.reset(seed=0)
+    env.step(act(Op.GENERATE, skill=1, difficulty=2, amount=3))  # 500 hard items of skill 1
+    assert env.pool.sum() == 500 and env.pool[1].sum() == 500
+    noisy = env.pool[:, :, 1:].sum()
+    assert 0.25 * 500 < noisy < 0.65 * 500  # difficulty-3 noise rates sum to 0.64
+    env.step(act(Op.VERIFY, amount=3))
+    stats = env.pool_stats()
+    assert stats["verified_frac"] == 1.0 and 0 < stats["verified_wrong_frac"] < 0.5
+    env.step(act(Op.FILTER, param=2))
+    assert env.pool[:, :, KINDS.index("format_error")].sum() == 0
+    env.step(act(Op.DEDUP))
+    assert env.pool[:, :, KINDS.index("near_duplicate")].sum() == 0
+    _, reward, _, _, info = env.step(act(Op.TRAIN))
+    assert "insufficient" in info["invalid_action"]  # filtering left too few items
+    for s in range(4):
+        env.step(act(Op.GENERATE, skill=s, difficulty=0, amount=3))
+    _, reward, _, _, info = env.step(act(Op.TRAIN))
+    assert info["invalid_action"] is None
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert info["result"]["examples"] >= 500
+    assert not np.allclose(env.acc, env.base_acc)  # the surrogate student moved
+
+
+def test_simulated_student_ranks_the_baselines_like_the_real_one():
+    # real student, code, 5 seeds (docs/results.md): weakest-skill +14.2 > uniform +0.9 > random 0
+    env = SimulatedDataEngEnv(SIM)
+    gains = {}
+    for name in ("weakest-skill", "uniform", "random"):
+        policy = make_policy(name, SIM, seed=0)
+        gains[name] = np.mean([run_episode(env, policy, seed=s)["gain_abs"] for s in range(10)])
+    assert gains["weakest-skill"] > gains["uniform"] > gains["random"] >= 0, gains
+
+
+def test_real_training_counts_match_the_pool(tmp_path):
+    config = dataclasses.replace(FAST, cache_dir=None)
+    env = DataEngEnv(config)
+    env.reset(seed=0)
+    for s in range(4):
+        env.step(act(Op.GENERATE, skill=s, difficulty=1, amount=2))
+    samples = gated_training_samples(env)
+    counts, position = training_counts(samples, env.domain.skill_names)
+    assert counts.sum() == len(samples) <= config.max_train_items
+    assert counts.shape == (4, 3, len(KINDS)) and np.all((position >= 0) & (position <= 1))
+
+
+def test_calibration_records_persist_and_resume(tmp_path):
+    config = FAST.replace(train_budget=2)
+    records = record_pools(config, 3, tmp_path, seed=1)
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    assert len(records) == len(lines) == 3
+    assert all(len(json.loads(x)["per_skill"]) == 4 for x in lines)
+    again = record_pools(config, 3, tmp_path, seed=1)  # resumes: nothing new to record
+    assert again == records
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3

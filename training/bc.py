@@ -1,0 +1,372 @@
+"""Behaviour cloning of the structured policy from recorded episodes.
+
+A recorded episode (``episode.jsonl`` of ``dataeng-gym run``) holds the decoded actions, not the
+observations, so the observations are rebuilt by replaying the actions in an env from the
+episode's seed (:func:`demonstrations`; the count-level simulated env does it in milliseconds,
+the real env reproduces them exactly at the cost of its TRAINs). A plain torch MLP over the
+flattened observation has one categorical head per action component; the layout (sorted keys,
+tanh MLP) is RLlib's default PPO actor, so a BC checkpoint can warm-start PPO
+(:func:`warm_start`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dataeng_gym.envs.config import EnvConfig
+from dataeng_gym.envs.data_env import Op
+from dataeng_gym.envs.domains import DIFFICULTIES
+from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
+from dataeng_gym.errors import DataEngError
+from dataeng_gym.io import read_jsonl, write_json
+
+HEADS = ("amount", "difficulty", "op", "param", "skill")
+"""Action components in RLlib's flattening order (sorted keys of the Dict space)."""
+
+
+def flatten_observation(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Concatenate the observation's arrays in sorted-key order (RLlib's FlattenObservations)."""
+    return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in sorted(obs)])
+
+
+def head_sizes(config: EnvConfig) -> dict[str, int]:
+    """Number of choices of each action component."""
+    from dataeng_gym.envs.data_env import MAX_SKILLS
+
+    return {
+        "amount": len(config.amounts),
+        "difficulty": len(DIFFICULTIES),
+        "op": len(Op),
+        "param": 4,
+        "skill": MAX_SKILLS,
+    }
+
+
+def structured_action(record: dict[str, Any], skills: Sequence[str], config: EnvConfig) -> dict:
+    """The structured action of a decoded action record (``episode.jsonl``'s ``action``).
+
+    Arguments an op does not read are 0, as the baselines emit them.
+    """
+    op = Op[record["op"].upper()]
+    out = {"op": int(op), "skill": 0, "difficulty": 0, "amount": 0, "param": 0}
+    if "skill" in record:
+        out["skill"] = list(skills).index(record["skill"])
+    if "difficulty" in record:
+        out["difficulty"] = DIFFICULTIES.index(record["difficulty"])
+    if "amount" in record:
+        out["amount"] = list(config.amounts).index(record["amount"])
+    if "threshold" in record:
+        out["param"] = list(FILTER_THRESHOLDS).index(record["threshold"])
+    if "weight" in record:
+        out["param"] = list(MIX_WEIGHTS).index(record["weight"])
+    if "order" in record:
+        out["param"] = list(ORDERS).index(record["order"])
+    if op == Op.GENERATE:
+        out["difficulty"] = DIFFICULTIES.index(record["difficulty"])
+    return out
+
+
+@dataclass(frozen=True)
+class RecordedEpisode:
+    """The decoded actions of one recorded episode and where it started."""
+
+    actions: list[dict[str, Any]]
+    seed: int
+    domain: str
+
+
+def load_episodes(paths: Sequence[str | Path]) -> list[RecordedEpisode]:
+    """Recorded episodes from run directories (or their ``episode.jsonl`` files)."""
+    episodes = []
+    for p in paths:
+        d = Path(p)
+        if d.name == "episode.jsonl":
+            d = d.parent
+        log, summary = d / "episode.jsonl", d / "summary.json"
+        if not log.is_file() or not summary.is_file():
+            raise DataEngError(
+                f"{str(p)!r} is not a recorded episode: expected {log} and {summary} "
+                "(write one with `dataeng-gym run --out DIR`)"
+            )
+        meta = json.loads(summary.read_text())
+        actions = [r["action"] for r in read_jsonl(log) if r["action"] is not None]
+        episodes.append(RecordedEpisode(actions, int(meta["seed"]), meta["domain"]))
+    return episodes
+
+
+def demonstrations(
+    env: Any, episodes: Sequence[RecordedEpisode], config: EnvConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Replay each episode's actions from its seed; return observations and action targets."""
+    obs_rows: list[np.ndarray] = []
+    targets: dict[str, list[int]] = {h: [] for h in HEADS}
+    for ep in episodes:
+        obs, _ = env.reset(seed=ep.seed, options={"domain": ep.domain})
+        skills = _skills(env)
+        for record in ep.actions:
+            a = structured_action(record, skills, config)
+            obs_rows.append(flatten_observation(obs))
+            for h in HEADS:
+                targets[h].append(a[h])
+            obs, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                break
+    return np.stack(obs_rows), {h: np.asarray(v) for h, v in targets.items()}
+
+
+def record_demonstrations(
+    env: Any, policy: Any, seeds: Sequence[int], domain: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``policy`` in ``env`` on ``seeds`` and keep its (observation, action) pairs."""
+    obs_rows: list[np.ndarray] = []
+    targets: dict[str, list[int]] = {h: [] for h in HEADS}
+    for seed in seeds:
+        obs, info = env.reset(seed=seed, options={"domain": domain})
+        policy.reset(seed)
+        while True:
+            a = policy.act(obs, info)
+            obs_rows.append(flatten_observation(obs))
+            for h in HEADS:
+                targets[h].append(int(a[h]))
+            obs, _, terminated, truncated, info = env.step(a)
+            if terminated or truncated:
+                break
+    return np.stack(obs_rows), {h: np.asarray(v) for h, v in targets.items()}
+
+
+def _skills(env: Any) -> list[str]:
+    u = env.unwrapped
+    return list(u.domain.skill_names) if getattr(u, "domain", None) else list(u.model.skills)
+
+
+class BCNet(nn.Module):
+    """A tanh MLP with one categorical head per action component (logits concatenated)."""
+
+    def __init__(self, obs_dim: int, sizes: dict[str, int], hidden: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.Tanh()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, sum(sizes[h] for h in HEADS))
+        self.sizes = [sizes[h] for h in HEADS]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(self.head(self.body(x)), self.sizes, dim=-1))
+
+
+@dataclass(frozen=True)
+class BCSettings:
+    """Behaviour-cloning hyperparameters."""
+
+    epochs: int = 400
+    """Full passes over the demonstrations."""
+    lr: float = 1e-2
+    """Adam learning rate."""
+    hidden: tuple[int, ...] = (128, 128)
+    """Hidden layer widths (match PPOSettings.hidden to warm-start PPO)."""
+    seed: int = 0
+    """Torch seed of the initialisation."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not self.lr > 0 or not self.hidden:
+            raise ValueError("BCSettings needs epochs >= 1, lr > 0 and at least one hidden layer")
+
+
+def train_bc(
+    obs: np.ndarray,
+    targets: dict[str, np.ndarray],
+    config: EnvConfig,
+    settings: BCSettings,
+    out: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit the BC net by cross-entropy on every head; report losses and agreement; save it.
+
+    The op head is always trained; an argument head only on the steps whose op reads it
+    (the others carry a 0 placeholder that would teach nothing).
+    """
+    if len(obs) == 0:
+        raise DataEngError("behaviour cloning got no demonstrations; record some episodes first")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP: threads only add contention
+    try:
+        return _train_bc(obs, targets, config, settings, out, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_bc(
+    obs: np.ndarray,
+    targets: dict[str, np.ndarray],
+    config: EnvConfig,
+    settings: BCSettings,
+    out: str | Path | None,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    from dataeng_gym.envs.data_env import ARGUMENTS
+
+    torch.manual_seed(settings.seed)
+    sizes = head_sizes(config)
+    net = BCNet(obs.shape[1], sizes, settings.hidden)
+    x = torch.as_tensor(obs)
+    ys = [torch.as_tensor(targets[h]) for h in HEADS]
+    ops = targets["op"]
+    reads = {
+        "op": np.ones(len(ops), bool),
+        "skill": np.isin(ops, [int(o) for o, a in ARGUMENTS.items() if "skill" in a]),
+        "difficulty": ops == int(Op.GENERATE),
+        "amount": np.isin(ops, [int(Op.GENERATE), int(Op.VERIFY)]),
+        "param": np.isin(ops, [int(Op.FILTER), int(Op.MIX), int(Op.ORDER)]),
+    }
+    masks = [torch.as_tensor(reads[h], dtype=torch.float32) for h in HEADS]
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    losses = []
+    for epoch in range(settings.epochs):
+        logits = net(x)
+        loss = sum(
+            (nn.functional.cross_entropy(lg, y, reduction="none") * m).sum() / m.sum().clamp(min=1)
+            for lg, y, m in zip(logits, ys, masks)
+        )
+        opt.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+        losses.append(float(loss.item()))  # type: ignore[union-attr]
+        if progress and (epoch + 1) % max(1, settings.epochs // 5) == 0:
+            progress(f"BC epoch {epoch + 1}/{settings.epochs} loss {losses[-1]:.4f}")
+    agreement = action_agreement(net, x, targets, reads)
+    report = {
+        "examples": len(obs),
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
+        "agreement": agreement,
+        "settings": asdict(settings),
+    }
+    if out is not None:
+        save_bc(net, Path(out), config, settings, report)
+    return report
+
+
+def action_agreement(
+    net: BCNet, x: torch.Tensor, targets: dict[str, np.ndarray], reads: dict[str, np.ndarray]
+) -> float:
+    """Fraction of steps where the greedy action equals the demonstrator's on every read field."""
+    with torch.no_grad():
+        pred = [lg.argmax(-1).numpy() for lg in net(x)]
+    ok = np.ones(len(x), bool)
+    for h, p in zip(HEADS, pred):
+        ok &= ~reads[h] | (p == targets[h])
+    return float(ok.mean())
+
+
+def save_bc(
+    net: BCNet, out: Path, config: EnvConfig, settings: BCSettings, report: dict[str, Any]
+) -> None:
+    """Write ``model.pt`` and ``policy.json`` (layout and the amounts it was trained for)."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), out / "model.pt")
+    write_json(
+        out / "policy.json",
+        {
+            "kind": "bc",
+            "obs_dim": net.body[0].in_features,
+            "hidden": list(settings.hidden),
+            "amounts": list(config.amounts),
+            "report": report,
+        },
+    )
+
+
+def load_bc(path: str | Path) -> tuple[BCNet, dict[str, Any]]:
+    """A saved BC net and its metadata."""
+    root = Path(path)
+    meta_path = root / "policy.json"
+    if not meta_path.is_file():
+        raise DataEngError(
+            f"no BC checkpoint at {str(path)!r} (expected {meta_path}); train one with "
+            "`dataeng-gym train-policy --algo bc --episodes DIR... --out DIR`"
+        )
+    meta = json.loads(meta_path.read_text())
+    config = EnvConfig(amounts=tuple(meta["amounts"]))
+    net = BCNet(meta["obs_dim"], head_sizes(config), meta["hidden"])
+    net.load_state_dict(torch.load(root / "model.pt", weights_only=True))
+    net.eval()
+    return net, meta
+
+
+class BCPolicy:
+    """A behaviour-cloned net as a policy: greedy on each head.
+
+    Greedy cloning compounds its errors: an action that changes nothing (an invalid TRAIN, a
+    DEDUP of a clean pool) leaves the observation as it was, so it would repeat until the step
+    budget ends. While the pool and budgets stay unchanged, the policy does not repeat an op it
+    already took there; it takes its next-ranked op instead.
+    """
+
+    def __init__(
+        self, path: str | Path, config: EnvConfig | None = None, seed: int | None = None
+    ) -> None:
+        self.net, meta = load_bc(path)
+        if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
+            raise DataEngError(
+                f"the BC policy at {str(path)!r} was trained with amounts {meta['amounts']}, "
+                f"the env uses {list(config.amounts)}"
+            )
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the ops tried in the last episode's final state."""
+        self.state: bytes = b""
+        self.tried: set[int] = set()
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, int]:
+        x = torch.as_tensor(flatten_observation(observation))[None]
+        with torch.no_grad():
+            logits = self.net(x)
+        state = observation["pool_counts"].tobytes() + observation["budgets"][:2].tobytes()
+        if state != self.state:
+            self.state, self.tried = state, set()
+        action = {h: int(lg[0].argmax()) for h, lg in zip(HEADS, logits)}
+        ranked = [int(o) for o in torch.argsort(logits[HEADS.index("op")][0], descending=True)]
+        fresh = [o for o in ranked if o not in self.tried]
+        action["op"] = fresh[0] if fresh else int(Op.SUBMIT)
+        self.tried.add(action["op"])
+        return action
+
+
+def warm_start(algo: Any, path: str | Path) -> None:
+    """Copy a BC net into PPO's actor (encoder MLP and policy head); then sync the runners.
+
+    Needs ``BCSettings.hidden == PPOSettings.hidden``; the value network starts fresh.
+    """
+    net, _ = load_bc(path)
+    source = [p.detach().clone() for p in net.parameters()]
+
+    def copy(learner: Any) -> None:
+        module = learner.module["default_policy"]
+        names = [n for n, _ in module.named_parameters()]
+        actor = [n for n in names if "actor_encoder" in n] + [
+            n for n in names if n.startswith("pi.")
+        ]
+        params = dict(module.named_parameters())
+        if [tuple(params[n].shape) for n in actor] != [tuple(p.shape) for p in source]:
+            raise DataEngError(
+                "the BC net does not match PPO's actor (train BC with the same hidden sizes "
+                f"as PPO); PPO actor: {[tuple(params[n].shape) for n in actor]}"
+            )
+        with torch.no_grad():
+            for n, p in zip(actor, source):
+                params[n].copy_(p.to(params[n].device))
+
+    algo.learner_group.foreach_learner(copy)
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)

@@ -1,0 +1,332 @@
+"""PPO on DataEng-v0 with Ray RLlib's new API stack, and the policy it produces.
+
+The Dict observation is flattened by RLlib's ``FlattenObservations`` env-to-module connector;
+the Dict action space is kept as it is (RLlib's default module samples each component from its
+own categorical). Env runners are the parallel workers; ``sample_timeout_s`` is raised because a
+real TRAIN takes seconds and RLlib otherwise returns empty batches and drops the runner. The
+learner uses the GPU when there is one. Each iteration's metrics go to ``metrics.jsonl`` (and
+W&B with ``track``); a checkpoint is written every ``checkpoint_every`` iterations and at the end.
+
+``PPOPolicy(path)`` loads the trained RLModule from a checkpoint and acts greedily; it is the
+``ppo:PATH`` policy of ``make_policy`` and ``dataeng-gym run --policy ppo:PATH``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataeng_gym.envs.config import EnvConfig
+from dataeng_gym.errors import DataEngError, MissingExtraError
+from dataeng_gym.io import append_jsonl, write_json
+
+ENV_NAME = "dataeng_gym_rllib"
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """What a PPO run trains on and how long."""
+
+    env: EnvConfig
+    """The episode configuration (``student_kind`` picks the tiny or the simulated student)."""
+    domains: tuple[str, ...] = ("code",)
+    """Domains; each episode draws one at random."""
+    iterations: int = 20
+    """PPO iterations (``Algorithm.train()`` calls)."""
+    workers: int = 1
+    """Env runners (parallel workers); 0 samples in the driver process."""
+    batch_size: int = 2000
+    """Env steps per iteration (``train_batch_size_per_learner``)."""
+    minibatch_size: int = 250
+    """SGD minibatch size."""
+    epochs: int = 6
+    """SGD passes over each batch."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    entropy_coeff: float = 0.01
+    """Entropy bonus (keeps the five action components exploring)."""
+    gamma: float = 0.99
+    """Discount."""
+    hidden: tuple[int, ...] = (128, 128)
+    """Hidden layers of the policy and value MLPs."""
+    sample_timeout_s: float = 600.0
+    """Seconds an env runner may take for one sample() (a real TRAIN takes seconds)."""
+    seed: int = 0
+    """Seed of the algorithm and its env runners."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this-many iterations (and always at the end)."""
+    track: bool = False
+    """Log to W&B (offline unless WANDB_MODE says otherwise)."""
+    init_from: str | None = None
+    """A behaviour-cloning checkpoint (``training.bc``) to start the policy network from."""
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ValueError("PPOSettings.domains must name at least one domain")
+        for name in ("iterations", "batch_size", "minibatch_size", "epochs", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PPOSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError("PPOSettings.workers must be >= 0 (0 samples in the driver)")
+        if self.minibatch_size > self.batch_size:
+            raise ValueError("PPOSettings.minibatch_size must be <= batch_size")
+
+
+def _require_rllib() -> None:
+    try:
+        import ray  # noqa: F401
+        from ray.rllib.algorithms.ppo import PPOConfig  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("ray[rllib]", "rl") from exc
+
+
+def make_training_env(env_config: dict[str, Any]) -> Any:
+    """RLlib's env creator: DataEng-v0 (real or simulated) drawing a domain per episode."""
+    import gymnasium as gym
+
+    from dataeng_gym.envs.simulated import make_data_env
+
+    config: EnvConfig = env_config["config"]
+    domains: Sequence[str] = env_config["domains"]
+
+    class _Domains(gym.Wrapper):
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+            if seed is not None:
+                self._rng = np.random.default_rng(seed)
+            elif not hasattr(self, "_rng"):
+                self._rng = np.random.default_rng(config.student_seed)
+            domain = domains[int(self._rng.integers(len(domains)))]
+            return self.env.reset(seed=seed, options={**(options or {}), "domain": domain})
+
+    return _Domains(make_data_env(config))
+
+
+def build_algorithm(settings: PPOSettings) -> Any:
+    """The RLlib PPO algorithm for ``settings`` (new API stack)."""
+    _require_rllib()
+    import ray
+    import torch
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.tune.registry import register_env
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=max(2, settings.workers + 1), include_dashboard=False, log_to_driver=False
+        )
+    register_env(ENV_NAME, make_training_env)
+    gpu = 1 if torch.cuda.is_available() else 0
+    config = (
+        PPOConfig()
+        .environment(
+            ENV_NAME, env_config={"config": settings.env, "domains": list(settings.domains)}
+        )
+        .env_runners(
+            num_env_runners=settings.workers,
+            num_envs_per_env_runner=1,
+            sample_timeout_s=settings.sample_timeout_s,
+            env_to_module_connector=lambda env, spaces=None, device=None: FlattenObservations(),
+            rollout_fragment_length="auto",
+        )
+        .learners(num_learners=0, num_gpus_per_learner=gpu)
+        .training(
+            train_batch_size_per_learner=settings.batch_size,
+            minibatch_size=settings.minibatch_size,
+            num_epochs=settings.epochs,
+            lr=settings.lr,
+            entropy_coeff=settings.entropy_coeff,
+            gamma=settings.gamma,
+        )
+        .rl_module(
+            model_config=DefaultModelConfig(
+                fcnet_hiddens=list(settings.hidden), vf_share_layers=False
+            )
+        )
+        .debugging(seed=settings.seed)
+    )
+    return config.build_algo()
+
+
+def _scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
+    from ray.rllib.utils.metrics import (
+        ENV_RUNNER_RESULTS,
+        EPISODE_LEN_MEAN,
+        EPISODE_RETURN_MEAN,
+        LEARNER_RESULTS,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        NUM_EPISODES_LIFETIME,
+    )
+
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    learner = result.get(LEARNER_RESULTS, {}).get("default_policy", {})
+    out = {
+        "episode_return_mean": runners.get(EPISODE_RETURN_MEAN),
+        "episode_len_mean": runners.get(EPISODE_LEN_MEAN),
+        "episodes": runners.get(NUM_EPISODES_LIFETIME),
+        "env_steps": result.get(NUM_ENV_STEPS_SAMPLED_LIFETIME)
+        or runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME),
+    }
+    for key in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss"):
+        if key in learner:
+            out[key] = learner[key]
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float | np.floating)}
+
+
+def train_ppo(
+    settings: PPOSettings,
+    out: str | Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train PPO; write ``metrics.jsonl``, ``checkpoint/`` and ``summary.json`` under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "settings.json", dataclasses.asdict(settings))
+    run = None
+    if settings.track:
+        try:
+            import wandb
+        except ImportError as exc:
+            raise MissingExtraError("wandb", "wandb") from exc
+        run = wandb.init(
+            project="dataeng-gym",
+            dir=str(out),
+            config=dataclasses.asdict(settings),
+            mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
+            job_type="train-ppo",
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # small MLPs: extra threads only add contention on a busy CPU
+    algo = build_algorithm(settings)
+    if settings.init_from:
+        from dataeng_gym.training.bc import warm_start
+
+        warm_start(algo, settings.init_from)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    last: dict[str, float] = {}
+    try:
+        for i in range(1, settings.iterations + 1):
+            result = algo.train()
+            last = {
+                "iteration": i,
+                "seconds": time.perf_counter() - start,
+                **_scalar_metrics(result),
+            }
+            append_jsonl(metrics_path, last)
+            if run is not None:
+                run.log(last, step=i)
+            if progress:
+                ret = last.get("episode_return_mean", float("nan"))
+                progress(
+                    f"[{last['seconds']:6.0f}s] iteration {i}/{settings.iterations} "
+                    f"return {ret:+.4f} episodes {last.get('episodes', 0):.0f} "
+                    f"steps {last.get('env_steps', 0):.0f}"
+                )
+            if i % settings.checkpoint_every == 0 or i == settings.iterations:
+                save_policy(algo, out / "checkpoint", settings)
+    finally:
+        algo.stop()
+        if run is not None:
+            run.finish()
+    summary = {"checkpoint": str(out / "checkpoint"), **last}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
+    """Save the algorithm checkpoint plus ``policy.json`` (what the policy loader needs)."""
+    algo.save_to_path(str(path.resolve()))
+    write_json(
+        path / "policy.json",
+        {"kind": "ppo", "amounts": list(settings.env.amounts), "domains": list(settings.domains)},
+    )
+
+
+def _module_path(path: Path) -> Path:
+    from ray.rllib.core import (
+        COMPONENT_LEARNER,
+        COMPONENT_LEARNER_GROUP,
+        COMPONENT_RL_MODULE,
+        DEFAULT_MODULE_ID,
+    )
+
+    return (
+        path
+        / COMPONENT_LEARNER_GROUP
+        / COMPONENT_LEARNER
+        / COMPONENT_RL_MODULE
+        / (DEFAULT_MODULE_ID)
+    )
+
+
+def observation_space(amounts: Sequence[int]) -> Any:
+    """DataEng-v0's observation space (the flattening order depends on it)."""
+    from dataeng_gym.envs.simulated import SimulatedDataEngEnv
+
+    return SimulatedDataEngEnv(EnvConfig(amounts=tuple(amounts))).observation_space
+
+
+class PPOPolicy:
+    """A PPO checkpoint as a policy: flatten the observation, take the most likely action."""
+
+    def __init__(
+        self, path: str | Path, config: EnvConfig | None = None, seed: int | None = None
+    ) -> None:
+        _require_rllib()
+        from ray.rllib.core.rl_module.rl_module import RLModule
+        from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+        root = Path(path)
+        if (root / "checkpoint" / "policy.json").is_file():
+            root = root / "checkpoint"
+        meta_path = root / "policy.json"
+        if not meta_path.is_file():
+            raise DataEngError(
+                f"no PPO checkpoint at {str(path)!r} (expected {meta_path}); train one with "
+                "`dataeng-gym train-policy --algo ppo --out DIR` and pass DIR"
+            )
+        meta = json.loads(meta_path.read_text())
+        if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
+            raise DataEngError(
+                f"the PPO policy at {str(path)!r} was trained with amounts {meta['amounts']}, "
+                f"the env uses {list(config.amounts)}; evaluate it on the config it was trained on"
+            )
+        self.module = RLModule.from_checkpoint(str(_module_path(root).resolve()))
+        self.module.eval()
+        self.struct = get_base_struct_from_space(observation_space(meta["amounts"]))
+        self.dist_cls = self.module.get_inference_action_dist_cls()
+
+    def reset(self, seed: int | None = None) -> None:
+        """PPO acts greedily: nothing to reset."""
+
+    def flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The observation as the FlattenObservations connector feeds it to the module."""
+        from ray.rllib.utils.numpy import flatten_inputs_to_1d_tensor
+
+        return flatten_inputs_to_1d_tensor(
+            observation, spaces_struct=self.struct, batch_axis=False
+        ).astype(np.float32)
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, int]:
+        import torch
+        from ray.rllib.core import Columns
+
+        obs = torch.from_numpy(self.flatten(observation)[None])
+        with torch.no_grad():
+            out = self.module.forward_inference({Columns.OBS: obs})
+        dist = self.dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
+        sample = dist.sample()
+        return {k: int(v[0]) for k, v in sample.items()}
