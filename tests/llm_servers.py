@@ -33,6 +33,11 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<assistant>{% endif %}"
 )
 
+VLLM_CPU = {"gpu_memory_utilization": 0.1, "enforce_eager": True}
+"""vLLM engine options for the tiny test model: on the CPU backend the "GPU" memory fraction
+reserves that share of host memory (its default, 0.92, fails on a shared box), and eager mode
+skips compilation, which a 2-layer model does not need."""
+
 
 def build_tiny_chat_model(out: Path, seed: int = 0) -> Path:
     """A random 1-layer Llama with a character tokenizer and a chat template, saved to ``out``."""
@@ -57,11 +62,11 @@ def build_tiny_chat_model(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
+        hidden_size=64,
         intermediate_size=64,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=1,  # head_dim 64: vLLM's CPU attention has no kernel for 16
+        num_key_value_heads=1,
         max_position_embeddings=32768,
         bos_token_id=1,
         eos_token_id=2,

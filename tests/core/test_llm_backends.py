@@ -1,5 +1,5 @@
 import pytest
-from llm_servers import Reply
+from llm_servers import VLLM_CPU, Reply
 
 from dataeng_gym.errors import ConfigError, DataEngError, MissingExtraError, ProviderError
 from dataeng_gym.llm import Completion, TransformersBackend, make_backend
@@ -146,7 +146,7 @@ def test_vllm_backend_structured_outputs_parse(tiny_model_dir):
         "properties": {"op": {"enum": ["train", "submit"]}},
         "required": ["op"],
     }
-    backend = make_backend("vllm", str(tiny_model_dir), max_model_len=2048)
+    backend = make_backend("vllm", str(tiny_model_dir), max_model_len=2048, **VLLM_CPU)
     for _ in range(3):
         c = backend.complete(HELLO, json_schema=schema, max_tokens=64, temperature=1.0)
         assert json.loads(c.text)["op"] in ("train", "submit")

@@ -3,7 +3,7 @@ import string
 
 import numpy as np
 import pytest
-from llm_servers import Reply
+from llm_servers import VLLM_CPU, Reply
 
 from dataeng_gym.cli import main
 from dataeng_gym.envs.config import FAST
@@ -163,7 +163,7 @@ def test_cli_llm_policy_needs_a_model(capsys):
 def test_vllm_structured_outputs_make_a_random_model_valid(tiny_model_dir):
     """Needs vllm (its own environment; see README). Skipped where vllm is not installed."""
     pytest.importorskip("vllm")
-    backend = make_backend("vllm", str(tiny_model_dir), max_model_len=16384)
+    backend = make_backend("vllm", str(tiny_model_dir), max_model_len=16384, **VLLM_CPU)
     settings = LLMPolicyConfig(max_tokens=1024, temperature=1.0, max_plan=4)
     policy = LLMPolicy(backend=backend, settings=settings)
     summary = run_episode(DataEngTextEnv(FAST), policy, seed=0)
