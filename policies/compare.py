@@ -11,8 +11,10 @@ An *agent* is given as a spec string:
 
 Each run's result is appended to ``OUT/results.jsonl`` as soon as it is produced, keyed by
 (agent, protocol, domain, seed); a rerun skips every key whose latest record is ``ok`` and
-retries failed ones (a provider outage should not count as a result). A run that raises, or an
-LLM run whose endpoint never answered, is recorded as ``failed`` with its error; the others go on.
+retries failed ones (a provider outage should not count as a result). A rerun must keep the
+settings that change what a run measures (:data:`RESULT_FIELDS`); agents, domains, protocols
+and seeds may be added. A run that raises, or an LLM run whose endpoint never answered, is
+recorded as ``failed`` with its error; the others go on.
 From the results come ``table.md`` / ``table.csv`` (relative private gain per domain, mean over
 seeds, the domain average and, for LLM agents, MATS) and one ``curves_DOMAIN.png`` per domain
 (best-so-far public and the private of that best node, per iteration, mean over seeds).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -211,6 +214,15 @@ def run_one(
     return summary
 
 
+RESULT_FIELDS = (
+    "fast",
+    "max_attempts",
+    "max_iterations",
+    "max_repairs",
+    "max_tokens",
+    "temperature",
+)
+"""Settings that change what a run measures: a rerun into the same ``out`` must keep them."""
 KEEP = ("base_public", "base_private", "final_public", "final_private", "gain_abs", "gain_rel")
 KEEP_LLM = ("mats", "attempts", "successes", "failures", "best_node", "stages", "curve")
 
@@ -223,7 +235,16 @@ def run_compare(
     Returns the latest record of every run of the comparison, in running order.
     """
     out = Path(out)
-    write_json(out / "config.json", asdict(config))
+    previous = out / "config.json"
+    if previous.exists():  # results made under other caps would be mixed into one table
+        before = json.loads(previous.read_text())
+        changed = [k for k in RESULT_FIELDS if before.get(k) != getattr(config, k)]
+        if changed:
+            raise ConfigError(
+                f"{out} holds results made with other settings ({', '.join(changed)}: "
+                f"{[before.get(k) for k in changed]}); use a new --out, or the same settings"
+            )
+    write_json(previous, asdict(config))
     done = load_results(out)
     records = []
     runs = plan_runs(config)

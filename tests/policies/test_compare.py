@@ -129,6 +129,8 @@ def test_a_dead_endpoint_is_a_recorded_failure_and_the_others_finish(scripted_se
     rerun = run_compare(cfg, out, log=io.StringIO())  # the failed run is retried, the other kept
     assert len(list(read_jsonl(out / "results.jsonl"))) == 3
     assert rerun[0]["status"] == "failed" and rerun[1] == ok
+    with pytest.raises(ConfigError, match="max_attempts"):  # would mix settings in one table
+        run_compare(config(dead, protocols=("one-shot",), seeds=1, max_attempts=3), out)
 
 
 def test_summary_means_over_seeds_and_domains_leaves_failures_out():
