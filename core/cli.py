@@ -12,6 +12,7 @@ import sys
 import time
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dataeng_gym.errors import DataEngError
@@ -196,6 +197,19 @@ def cmd_protocol(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    from dataeng_gym.policies.compare import config_from_args, run_compare
+
+    records = run_compare(config_from_args(args), args.out)
+    print((Path(args.out) / "table.md").read_text())
+    failed = sum(r["status"] == "failed" for r in records)
+    print(
+        f"{len(records)} runs ({failed} failed); wrote {args.out}/results.jsonl, table.md, "
+        "table.csv and curves_DOMAIN.png"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataeng-gym", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="log to W&B (offline by default)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train_policy)
+    p = sub.add_parser(
+        "agents", help="compare agents x domains x protocols x seeds: Table 1 and Figure 3"
+    )
+    from dataeng_gym.policies.compare import add_compare_args
+
+    add_compare_args(p)
+    p.set_defaults(func=cmd_agents)
     return parser
 
 

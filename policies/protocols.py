@@ -57,7 +57,7 @@ def plan_request(max_plan: int) -> str:
         f"## Your plan\nReply with a JSON list of at most {max_plan} actions, run in order on "
         "an empty pool. Do not include train or submit: the platform trains the student on "
         "the pool after your plan, and the run is stopped where a step asks for more teacher "
-        "samples than are left. Each action is a JSON object validated against this schema:"
+        "samples than are left. Your list is validated against this JSON schema:"
     )
 
 
@@ -205,7 +205,7 @@ class ProtocolRun:
     def ask_plan(self, stage: str, parent: int | None, context: str) -> Node:
         """One model call for a whole plan, and its submission when the plan parses."""
         start = time.perf_counter()
-        schema = json.dumps(plan_schema(self.skills, self.max_plan)["items"])
+        schema = json.dumps(plan_schema(self.skills, self.max_plan))  # with its $defs
         prompt = f"{context}\n\n{plan_request(self.max_plan)}\n{schema}"
         messages: list[Message] = [
             {"role": "system", "content": SYSTEM_PROMPT},

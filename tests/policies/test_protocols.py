@@ -69,6 +69,8 @@ def test_one_shot_retries_until_the_first_valid_submission(env, scripted_server,
     assert json.loads((out / "summary.json").read_text())["mats"] == 6.0
     first = prompts(scripted_server)[0]
     assert "JSON list of at most 18 actions" in first and "## Budgets" in first
+    schema = json.loads(first.rsplit("JSON schema:\n", 1)[1])  # whole: the actions' fields too
+    assert schema["$defs"]["Generate"]["properties"]["skill"]["enum"] == list(SKILLS)
     assert "private" not in first.lower().replace("private split", "")
 
 
