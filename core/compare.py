@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -77,7 +78,16 @@ def run_compare(args: argparse.Namespace, config_changes: dict[str, Any]) -> int
     if args.wandb:
         from dataeng_gym.wandb_log import WandbLogger
 
-        logger = WandbLogger(out, experiment, {"runner": runner, "env": config, "specs": specs})
+        whole = {
+            "experiment": experiment,
+            "policies": policies,
+            "domains": domains,
+            "seeds": args.seeds,
+            "env_id": specs[0].env_id,
+            "env": dataclasses.asdict(config),
+            "runner": dataclasses.asdict(runner),
+        }
+        logger = WandbLogger(out, experiment, whole)
     print(
         f"compare: {len(specs)} episodes ({len(policies)} policies x {len(domains)} domains x "
         f"{args.seeds} seeds) on {specs[0].env_id}, backend={backend}, workers={args.workers}, "

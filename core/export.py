@@ -94,4 +94,11 @@ def save_hf_dataset(path: str | Path, samples: Sequence[Sample], domain: str) ->
         }
     )
     data = {c: [r[c] for r in rows] for c in COLUMNS}
-    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(path))
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a bar per episode would bury the runner's progress lines
+    try:
+        # one shard even when empty: datasets cannot load a dataset saved with zero shards
+        datasets.Dataset.from_dict(data, features=features).save_to_disk(str(path), num_shards=1)
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
