@@ -19,7 +19,7 @@ EXE = Path(sys.executable).parent / "dataeng-gym"
 def test_compare_serial_end_to_end_then_replay(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["compare", "--fast", "--policies", "uniform,weakest-skill", "--domains", "code"]
-    assert main([*argv, "--seeds", "1", "--out", str(out)]) == 0
+    assert main([*argv, "--seeds", "1", "--out", str(out), "--wandb"]) == 0  # W&B disabled
     captured = capsys.readouterr()
     assert "[   2/2 100%] ok" in captured.err  # a progress line per finished episode
     assert "| uniform | code | 1 |" in captured.out  # the summary table
