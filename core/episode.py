@@ -55,7 +55,8 @@ def run_episode(
     obs, info = env.reset(seed=seed, options=options)
     policy.reset(seed)
     total, info_final = 0.0, info
-    base_skills = dict(env.unwrapped.base_eval.per_skill)
+    base_eval = getattr(env.unwrapped, "base_eval", None)
+    base_skills = dict(base_eval.per_skill) if base_eval is not None else {}
     best_skills, train_publics = base_skills, []
     while True:
         action = policy.act(obs, info)

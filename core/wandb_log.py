@@ -66,7 +66,7 @@ class WandbLogger:
         state_path = self.run_dir / STATE_FILE
         state = json.loads(state_path.read_text()) if state_path.exists() else {"runs": []}
         self.resumed_from = state["runs"][-1]["id"] if state["runs"] else None
-        os.environ.setdefault("WANDB_MODE", "offline")
+        mode = os.environ.get("WANDB_MODE") or "offline"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(
@@ -75,6 +75,7 @@ class WandbLogger:
                 group=experiment,
                 job_type="compare",
                 dir=str(self.run_dir),
+                mode=mode,  # read now: wandb caches the mode of its first run in the process
                 config={**config, "resumed_from": self.resumed_from},
                 reinit="create_new",
             )
@@ -82,8 +83,8 @@ class WandbLogger:
             self.run.define_metric("step/*", step_metric="env_step")
             self.run.define_metric("episode_index")
             self.run.define_metric("episode/*", step_metric="episode_index")
-            if os.environ["WANDB_MODE"] != "disabled":
-                state["runs"].append({"id": self.run.id, "mode": os.environ["WANDB_MODE"]})
+            if mode != "disabled":
+                state["runs"].append({"id": self.run.id, "mode": mode})
                 write_json(state_path, state)
         except Exception as exc:
             self._fail("init", exc)

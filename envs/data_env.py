@@ -134,7 +134,8 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     The final ``info`` holds ``base_public``, ``final_public``, ``base_private``,
     ``final_private``, ``gain_abs``, ``gain_rel`` (percent, the paper's metric, on private),
     ``public_private_gap``, ``teacher_samples``, ``train_runs``, ``student_seconds``,
-    ``invalid_actions`` and ``contaminated_removed``.
+    ``invalid_actions`` and ``contaminated_removed``. ``env.best_samples`` then holds the
+    samples the best TRAIN trained on, in training order (empty if no TRAIN beat the base).
 
     ## Arguments
 

@@ -34,6 +34,12 @@ def test_ray_matches_serial_on_the_fast_twin(ray_instance, tmp_path):
     parallel = run_episodes(specs, tmp_path / "ray", RunnerConfig(backend="ray", workers=2))
     assert [r["status"] for r in serial + parallel] == ["ok"] * 4
     assert [_comparable(r) for r in serial] == [_comparable(r) for r in parallel]
+    for r in serial:  # the summary's TRAIN curve and per-skill accuracies
+        s = r["summary"]
+        assert len(s["train_publics"]) == s["train_runs"] and s["policy"] == r["policy"]
+        assert set(s["base_skill_public"]) == set(s["final_skill_public"]) == {
+            "reverse", "upper", "replace", "slice"
+        }  # fmt: skip
     for run in ("serial", "ray"):  # every step log is written under the run dir
         for r in read_results(tmp_path / run):
             steps = (tmp_path / run / r["episode_dir"] / "episode.jsonl").read_text().splitlines()

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -45,6 +46,14 @@ def run_dir(tmp_path):
     return tmp_path, record
 
 
+def _written(path, needle, patience=60.0):
+    """The file's bytes once they hold needle: wandb-core may still be writing after finish()."""
+    deadline = time.monotonic() + patience
+    while needle not in (data := path.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return data
+
+
 def _log_all(run_dir, record):
     logger = WandbLogger(run_dir, "wb", {"policies": ["uniform"], "seeds": 1})
     logger.log_episode(record, run_dir / record["episode_dir"])
@@ -59,17 +68,19 @@ def test_offline_run_dir_holds_the_logged_metrics_and_resumed_from(run_dir, monk
     first = _log_all(path, record)
     assert first.resumed_from is None
     (run,) = (path / "wandb").glob("offline-run-*")
-    data = next(run.glob("run-*.wandb")).read_bytes()
+    data = _written(next(run.glob("run-*.wandb")), b"episode/gain_abs")
     for key in (b"step/public", b"step/pool_size", b"env_step", b"episode/gain_abs", b"0.125"):
         assert key in data
     assert list(run.glob("files/media/table/comparison_*.table.json"))
     assert list(run.glob("files/media/table/actions_*.table.json"))
     first_id = json.loads((path / "wandb_runs.json").read_text())["runs"][0]["id"]
     second = WandbLogger(path, "wb", {"seeds": 1})  # a rerun of the same run directory
-    second.finish()
     assert second.resumed_from == first_id
-    newer = [r for r in (path / "wandb").glob("offline-run-*") if r != run]
-    assert first_id.encode() in next(newer[0].glob("run-*.wandb")).read_bytes()
+    assert second.run.config["resumed_from"] == first_id  # logged with the config
+    second.finish()
+    runs = json.loads((path / "wandb_runs.json").read_text())["runs"]
+    assert [r["id"] for r in runs] == [first_id, second.resumed_from and runs[1]["id"]]
+    assert runs[1]["id"] != first_id
 
 
 def test_disabled_mode_logs_nothing_and_keeps_no_state(run_dir, monkeypatch):
