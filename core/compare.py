@@ -24,7 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="default: ray when --workers > 1 or --ray-address is given, else serial",
     )
-    p.add_argument("--cpus-per-episode", type=float, default=1.0, help="Ray num_cpus per task")
+    p.add_argument(
+        "--cpus-per-episode",
+        type=float,
+        default=1.0,
+        help="Ray num_cpus and torch threads per episode",
+    )
     p.add_argument(
         "--gpus-per-episode", type=float, default=0.0, help="Ray num_gpus per task (0.25: 4/GPU)"
     )

@@ -132,7 +132,9 @@ class RunnerConfig:
     workers: int = 1
     """Most episodes in flight at once (``ray`` only; ``serial`` runs one at a time)."""
     cpus_per_episode: float = 1.0
-    """Ray ``num_cpus`` of each episode task; also its torch thread count (at least 1)."""
+    """Ray ``num_cpus`` of each episode task; with both backends, also the torch thread count
+    of an episode (at least 1). One thread is the fastest for small students on shared cores:
+    on the project's 2-core box under load, 2 threads made fast-twin episodes 10-25x slower."""
     gpus_per_episode: float = 0.0
     """Ray ``num_gpus`` of each episode task; fractions pack many small students on one GPU."""
     ray_address: str | None = None
@@ -204,6 +206,7 @@ def execute_episode(
 
     This is the body of a Ray task and of the serial loop alike. Every start is appended to the
     episode's ``attempts.jsonl`` first, so a record can say how many times its worker died.
+    ``threads`` sets torch's thread count for the episode (restored afterwards).
     """
     import gymnasium as gym
 
@@ -216,11 +219,12 @@ def execute_episode(
         {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now()},
     )
     attempts = sum(1 for _ in read_jsonl(out / "attempts.jsonl"))
-    try:
-        if threads is not None:
-            import torch
+    import torch
 
-            torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
         write_json(out / "spec.json", spec.to_json())
         config = spec.config.replace(domain=spec.domain)
         env = gym.make(spec.env_id, config=config, max_episode_steps=config.max_steps)
@@ -255,6 +259,8 @@ def execute_episode(
             attempts=attempts,
             episode_dir=spec.episode_dir,
         )
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fault_hook(fault: str) -> Callable[[dict[str, Any]], None]:
@@ -325,8 +331,9 @@ def run_episodes(
                 )
 
     if config.backend == "serial":
+        threads = max(1, int(config.cpus_per_episode))
         for spec in todo:
-            finish(execute_episode(spec, str(run_dir), config.export_dataset))
+            finish(execute_episode(spec, str(run_dir), config.export_dataset, threads))
     elif todo:
         _run_ray(todo, run_dir, config, finish)
     records = {EpisodeKey.of(r): r for r in store.records()}

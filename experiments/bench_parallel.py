@@ -7,9 +7,11 @@ Run (a few minutes on 2 CPU cores):
 It runs the same episodes (fast twin, one policy and domain, seeds 0..N-1) with the ``serial``
 backend and with the ``ray`` backend at each worker count, each in a fresh run directory, and
 writes ``bench_parallel.md`` and ``bench_parallel.csv`` under --out. It also checks that every
-configuration produced the same episode summaries (timings aside). What to expect: Ray with one
-worker is a little slower than serial (task and worker start-up); with W workers on W idle
-cores, close to W times the serial rate for episodes much longer than Ray's per-task overhead.
+configuration produced the same episode summaries (timings aside). Ray's start-up and a
+warm-up round that starts its workers are timed apart. What to expect: fast-twin episodes
+last about half a second, so Ray's per-task overhead is a visible share of them: Ray with one
+worker is slower than serial, and W workers approach W times the serial rate only for
+episodes much longer than that overhead (full-size episodes last 7-15 s).
 Timings are wall-clock and depend on what else the machine runs: the load average at the
 start and end is recorded next to them.
 
@@ -37,7 +39,7 @@ TIMING = ("wall_seconds", "student_seconds")
 class Args:
     out: str = "runs/bench_parallel"
     """Directory for bench_parallel.md, bench_parallel.csv and the run directories."""
-    episodes: int = 12
+    episodes: int = 32
     """Episodes per configuration (seeds 0..episodes-1)."""
     workers: list[int] = field(default_factory=lambda: [1, 2])
     """Ray worker counts to measure (serial is always measured once)."""
@@ -52,7 +54,7 @@ class Args:
 def parse_args() -> Args:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=Args.out)
-    p.add_argument("--episodes", type=int, default=Args.episodes)
+    p.add_argument("--episodes", type=int, default=Args.episodes)  # ~0.5 s each on 1 idle core
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--policy", default=Args.policy)
     p.add_argument("--domain", default=Args.domain)
@@ -87,7 +89,7 @@ def main() -> int:
 
     rows = []
     wall, reference = measure(args, "serial", RunnerConfig())
-    rows.append({"backend": "serial", "workers": 1, "wall_s": wall})
+    rows.append({"backend": "serial", "workers": 1, "wall_s": wall, "warmup_s": 0.0})
 
     import ray
 
@@ -97,9 +99,13 @@ def main() -> int:
     identical = True
     try:
         for w in args.workers:
-            wall, summaries = measure(args, f"ray-{w}", RunnerConfig(backend="ray", workers=w))
+            runner = RunnerConfig(backend="ray", workers=w)
+            # warm-up: W episodes start W workers (each imports torch and the package)
+            cold = Args(out=args.out, episodes=w, policy=args.policy, domain=args.domain)
+            cold_wall, _ = measure(cold, f"ray-{w}-warmup", runner)
+            wall, summaries = measure(args, f"ray-{w}", runner)
             identical &= summaries == reference
-            rows.append({"backend": "ray", "workers": w, "wall_s": wall})
+            rows.append({"backend": "ray", "workers": w, "wall_s": wall, "warmup_s": cold_wall})
     finally:
         ray.shutdown()
     load_end = os.getloadavg()
@@ -111,7 +117,7 @@ def main() -> int:
         r["speedup_vs_serial"] = r["episodes_per_hour"] / serial_rate
         r["scaling_efficiency"] = r["speedup_vs_serial"] / r["workers"]
 
-    columns = ["backend", "workers", "episodes", "wall_s", "episodes_per_hour"]
+    columns = ["backend", "workers", "episodes", "wall_s", "warmup_s", "episodes_per_hour"]
     columns += ["speedup_vs_serial", "scaling_efficiency"]
     with open(Path(args.out) / "bench_parallel.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -122,15 +128,18 @@ def main() -> int:
         f"Fast twin, policy {args.policy}, domain {args.domain}, {args.episodes} episodes per "
         f"row; {os.cpu_count()} CPUs ({platform.machine()}), load average "
         f"{load_start[0]:.1f} at start, {load_end[0]:.1f} at end; Ray start-up "
-        f"{ray_start:.1f} s (not in the timings). Same summaries in every row: "
+        f"{ray_start:.1f} s and a warm-up round of W episodes that starts the W workers "
+        f"(its wall time in the warm-up column) are not in the timings. Same summaries in "
+        f"every row: "
         f"{'yes' if identical else 'NO'}.",
         "",
-        "| backend | workers | wall (s) | episodes / hour | speed-up vs serial | efficiency |",
-        "|---|---|---|---|---|---|",
+        "| backend | workers | wall (s) | warm-up (s) | episodes / hour | speed-up vs serial "
+        "| efficiency |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['workers']} | {r['wall_s']:.1f} | "
+            f"| {r['backend']} | {r['workers']} | {r['wall_s']:.1f} | {r['warmup_s']:.1f} | "
             f"{r['episodes_per_hour']:,.0f} | {r['speedup_vs_serial']:.2f}x | "
             f"{r['scaling_efficiency']:.2f} |"
         )
