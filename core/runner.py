@@ -209,8 +209,10 @@ def execute_episode(
     ``threads`` sets torch's thread count for the episode (restored afterwards).
     """
     import gymnasium as gym
+    import torch
 
     from dataeng_gym.episode import run_episode
+    from dataeng_gym.export import save_hf_dataset, write_pool_jsonl
     from dataeng_gym.policies import make_policy
 
     out = Path(run_dir) / spec.episode_dir
@@ -219,8 +221,6 @@ def execute_episode(
         {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now()},
     )
     attempts = sum(1 for _ in read_jsonl(out / "attempts.jsonl"))
-    import torch
-
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -234,8 +234,6 @@ def execute_episode(
             env, policy, seed=spec.seed, domain=spec.domain, out=out, on_step=hook
         )
         samples = env.unwrapped.best_samples
-        from dataeng_gym.export import save_hf_dataset, write_pool_jsonl
-
         write_pool_jsonl(out / "best_pool.jsonl", samples, spec.domain)
         if export_dataset:
             save_hf_dataset(out / "best_pool_dataset", samples, spec.domain)
