@@ -34,3 +34,24 @@ def test_hf_dataset_round_trips(tmp_path, samples):
     empty = tmp_path / "empty"
     save_hf_dataset(empty, [], "code")  # an episode whose TRAINs never beat the base
     assert len(datasets.load_from_disk(str(empty))) == 0
+
+
+def test_runner_exports_the_best_trains_pool(tmp_path):
+    """A fast-twin variant whose TRAIN beats the base, so the best pool is not empty."""
+    import dataclasses
+
+    from dataeng_gym.envs.config import FAST
+    from dataeng_gym.runner import RunnerConfig, make_specs, run_episodes
+
+    datasets = pytest.importorskip("datasets")
+    student = dataclasses.replace(FAST.student, max_train_steps=60, base_steps=300)
+    specs = make_specs("x", ["weakest-skill"], ["finance"], [0], FAST.replace(student=student))
+    (record,) = run_episodes(specs, tmp_path, RunnerConfig(export_dataset=True))
+    summary = record["summary"]
+    assert summary["final_public"] > summary["base_public"]  # a TRAIN beat the base
+    ep = tmp_path / record["episode_dir"]
+    rows = [json.loads(line) for line in (ep / "best_pool.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["best_pool_items"] > 0
+    assert {r["domain"] for r in rows} == {"finance"} and all(r["teacher"] for r in rows)
+    ds = datasets.load_from_disk(str(ep / "best_pool_dataset"))
+    assert ds["instruction"] == [r["instruction"] for r in rows]
