@@ -298,6 +298,7 @@ def _plot_public_by_train(path: Path, ok: Sequence[dict[str, Any]]) -> bool:
             ax.plot(range(length), means, marker="o", label=f"{policy} (n={len(runs)})")
         ax.set_title(domain)
         ax.set_xlabel("TRAIN (0 = base student)")
+        ax.set_xticks(range(max(len(c) for runs in by_policy.values() for c in runs)))
         ax.set_ylabel("public accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
