@@ -1,4 +1,4 @@
-"""The ``dataeng-gym`` command line: ``domains`` and ``run``.
+"""The ``dataeng-gym`` command line: ``domains``, ``run``, ``compare``, ``replay``, ``report``.
 
 Options for the env are generated from the fields of :class:`EnvConfig` that are plain
 numbers or strings, so every documented config field can be set from the command line.
@@ -198,7 +198,7 @@ def cmd_protocol(args: argparse.Namespace) -> int:
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
-    from dataeng_gym.policies.compare import config_from_args, run_compare
+    from dataeng_gym.policies.compare_agents import config_from_args, run_compare
 
     records = run_compare(config_from_args(args), args.out)
     print((Path(args.out) / "table.md").read_text())
@@ -207,6 +207,35 @@ def cmd_agents(args: argparse.Namespace) -> int:
         f"{len(records)} runs ({failed} failed); wrote {args.out}/results.jsonl, table.md, "
         "table.csv and curves_DOMAIN.png"
     )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dataeng_gym.compare import run_compare
+
+    changes = {
+        k.removeprefix("cfg_"): v
+        for k, v in vars(args).items()
+        if k.startswith("cfg_") and v is not None
+    }
+    return run_compare(args, changes)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from dataeng_gym.replay import find_episode_dir, replay
+
+    result = replay(find_episode_dir(args.path, args.key))
+    for i, (a, b) in enumerate(zip(result.recorded, result.replayed), start=1):
+        print(f"step {i:>3}  recorded {a:+.6f}  replayed {b:+.6f}  {'' if a == b else 'DIFFERENT'}")
+    same = "identical" if result.identical else f"different (max |diff| {result.max_abs_diff:.3g})"
+    print(f"{result.episode_dir} on {result.env_id}: {len(result.replayed)} steps, rewards {same}")
+    return 0 if result.identical else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dataeng_gym.report import write_report
+
+    for path in write_report(args.run_dir).values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -274,10 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "agents", help="compare agents x domains x protocols x seeds: Table 1 and Figure 3"
     )
-    from dataeng_gym.policies.compare import add_compare_args
+    from dataeng_gym.policies.compare_agents import add_compare_args
 
     add_compare_args(p)
     p.set_defaults(func=cmd_agents)
+    p = sub.add_parser("compare", help="run policies x domains x seeds (Ray optional) and report")
+    from dataeng_gym.compare import add_arguments
+
+    add_arguments(p)
+    _config_options(p)
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("replay", help="re-execute a recorded episode and compare its rewards")
+    p.add_argument("path", help="an episode directory, or a run directory with --key")
+    p.add_argument("--key", default=None, help="policy/domain/seed of a record in the run")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("report", help="write report.md, report.csv and plots for a run directory")
+    p.add_argument("run_dir", help="a directory written by compare (holds results.jsonl)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

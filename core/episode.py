@@ -41,8 +41,11 @@ def run_episode(
 ) -> dict[str, Any]:
     """Play one episode; return its summary (the final info fields plus context).
 
-    With ``out``, each step is appended to ``out/episode.jsonl`` as it happens and the summary
-    is written atomically to ``out/summary.json`` at the end.
+    Beyond the final info fields, the summary holds ``train_publics`` (the public score of each
+    TRAIN, in order) and the per-skill public accuracy of the base and of the best TRAIN
+    (``base_skill_public``, ``final_skill_public``). With ``out``, each step is appended to
+    ``out/episode.jsonl`` as it happens and the summary is written atomically to
+    ``out/summary.json`` at the end.
     """
     start = time.perf_counter()
     log = Path(out) / "episode.jsonl" if out else None
@@ -52,6 +55,9 @@ def run_episode(
     obs, info = env.reset(seed=seed, options=options)
     policy.reset(seed)
     total, info_final = 0.0, info
+    base_eval = getattr(env.unwrapped, "base_eval", None)
+    base_skills = dict(base_eval.per_skill) if base_eval is not None else {}
+    best_skills, train_publics = base_skills, []
     while True:
         action = policy.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -59,7 +65,7 @@ def run_episode(
         record = {
             "step": info["step"],
             "action": env.unwrapped.history[-1]["action"],
-            "raw_action": action if isinstance(action, str) else None,
+            "raw_action": _raw(action),
             "invalid_action": info["invalid_action"],
             "reward": reward,
             "reward_terms": info["reward_terms"],
@@ -72,6 +78,10 @@ def run_episode(
         }
         if hasattr(policy, "last_info"):  # e.g. an LLM policy: its calls, re-asks, fallback
             record["policy"] = policy.last_info
+        if "per_skill" in info["result"]:  # a TRAIN: keep the curve and the best's skills
+            train_publics.append(info["result"]["public"])
+            if info["reward_terms"]["gain"] > 0:
+                best_skills = dict(info["result"]["per_skill"])
         if log is not None:
             append_jsonl(log, record)
         if on_step is not None:
@@ -88,9 +98,21 @@ def run_episode(
         "wall_seconds": time.perf_counter() - start,
         "config": asdict(config),
         **{k: info_final.get(k) for k in FINAL_KEYS},
+        "train_publics": train_publics,
+        "base_skill_public": base_skills,
+        "final_skill_public": best_skills,
     }
     if hasattr(policy, "stats"):  # e.g. an LLM policy: tokens, latency, failures by kind
         summary["policy_stats"] = policy.stats
     if out is not None:
         write_json(Path(out) / "summary.json", summary)
     return summary
+
+
+def _raw(action: Any) -> Any:
+    """The action as the policy gave it, JSON-able, so that ``replay`` can re-execute it."""
+    if isinstance(action, str):
+        return action
+    if isinstance(action, dict):
+        return {k: v.item() if hasattr(v, "item") else v for k, v in action.items()}
+    return None

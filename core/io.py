@@ -58,3 +58,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+json_default = _default
+"""The ``default=`` of ``json.dumps`` used here: numpy scalars and arrays, sets and tuples."""

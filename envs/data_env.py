@@ -17,7 +17,7 @@ from dataeng_gym.envs.decontam import NgramIndex
 from dataeng_gym.envs.domains import DIFFICULTIES, Domain, Item, make_domain
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS, DataPool
 from dataeng_gym.envs.student import TinyStudent
-from dataeng_gym.envs.teacher import GenerationRequest, ProceduralTeacher, Teacher
+from dataeng_gym.envs.teacher import GenerationRequest, ProceduralTeacher, Sample, Teacher
 
 MAX_SKILLS = 6
 """Size of the per-skill axes of the structured spaces; a domain uses its first ``len(skills)``."""
@@ -134,7 +134,8 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     The final ``info`` holds ``base_public``, ``final_public``, ``base_private``,
     ``final_private``, ``gain_abs``, ``gain_rel`` (percent, the paper's metric, on private),
     ``public_private_gap``, ``teacher_samples``, ``train_runs``, ``student_seconds``,
-    ``invalid_actions`` and ``contaminated_removed``.
+    ``invalid_actions`` and ``contaminated_removed``. ``env.best_samples`` then holds the
+    samples the best TRAIN trained on, in training order (empty if no TRAIN beat the base).
 
     ## Arguments
 
@@ -213,6 +214,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         self.last_eval = self.base_eval
         self.best_public = self.base_eval.score
         self.best_state: Any = None
+        self.best_samples: list[Sample] = []
         self.teacher_left = self.config.teacher_budget
         self.train_left = self.config.train_budget
         self.steps = 0
@@ -315,7 +317,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         rng = np.random.default_rng([self.train_seed, 10_000 + self.train_left])
         items = self.pool.training_items(rng, self.config.max_train_items)
         gate = {"not_from_teacher": 0, "contaminated": 0, "unrenderable": 0}
-        examples = []
+        examples, self._gated_samples = [], []
         for s in items:
             if s.digest not in self.ledger:
                 gate["not_from_teacher"] += 1
@@ -325,6 +327,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
                 gate["unrenderable"] += 1
             else:
                 examples.append(ex)
+                self._gated_samples.append(s)
         return examples, gate
 
     def _train(self, terms: dict[str, float]) -> dict[str, Any]:
@@ -343,6 +346,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         terms["gain"] = rewards.best_gain(self.best_public, self.last_eval.score)
         if self.last_eval.score > self.best_public:
             self.best_public, self.best_state = self.last_eval.score, trained.state
+            self.best_samples = self._gated_samples  # what the best TRAIN trained on, in order
         return {
             "examples": len(examples),
             "gate": gate,

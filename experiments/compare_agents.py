@@ -11,7 +11,7 @@ Every (agent, protocol, domain, seed) runs once; its result is appended to
 It writes ``table.md`` / ``table.csv`` (per-domain relative private gain, mean over seeds, the
 domain average and, for LLM agents, MATS) and ``curves_DOMAIN.png`` (best-so-far public and its
 private per iteration). ``dataeng-gym agents`` runs the same code
-(:mod:`dataeng_gym.policies.compare`). What to expect: with a capable model the iterative
+(:mod:`dataeng_gym.policies.compare_agents`). What to expect: with a capable model the iterative
 protocol beats one-shot and both beat ``random``; MATS near 1 means almost every plan was valid.
 On the default env one LLM run of 30 iterations trains the student up to 30 times (minutes each
 on 2 CPU cores), so size ``--seeds`` and ``--max-iterations`` to your machine.
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from dataeng_gym.policies.compare import CompareConfig, run_compare
+from dataeng_gym.policies.compare_agents import CompareConfig, run_compare
 
 
 @dataclass

@@ -14,7 +14,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "setup: installing ${TORCH_SPEC:-torch==2.13.0}" >&2
   pip install "${TORCH_SPEC:-torch==2.13.0}"
 fi
-if ! .venv/bin/python -c "import dataeng_gym, pytest, ruff, peft, openai, fastapi, uvicorn" 2>/dev/null; then
+if ! .venv/bin/python -c "import dataeng_gym, pytest, ruff, peft, openai, fastapi, uvicorn, ray, wandb, datasets, matplotlib" 2>/dev/null; then
   echo "setup: installing dataeng-gym[dev] (editable)" >&2
   pip install -e ".[dev]"
 fi

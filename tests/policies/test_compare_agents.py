@@ -9,7 +9,7 @@ from llm_servers import Reply, free_port
 from dataeng_gym.cli import main
 from dataeng_gym.errors import ConfigError
 from dataeng_gym.io import read_jsonl
-from dataeng_gym.policies.compare import (
+from dataeng_gym.policies.compare_agents import (
     CompareConfig,
     parse_agent,
     run_compare,

@@ -1,0 +1,85 @@
+import csv
+import json
+import math
+
+import pytest
+
+from dataeng_gym.cli import main
+from dataeng_gym.errors import DataEngError
+from dataeng_gym.report import mean_ci95, write_report
+from dataeng_gym.results import EpisodeKey, make_record
+
+
+def _summary(gain_abs, base=0.4, gap=0.02, teacher=1000, seconds=2.0):
+    return {
+        "base_private": base,
+        "final_private": base + gain_abs,
+        "gain_abs": gain_abs,
+        "gain_rel": 100 * gain_abs / base,
+        "public_private_gap": gap,
+        "teacher_samples": teacher,
+        "student_seconds": seconds,
+        "base_public": 0.5,
+        "train_publics": [0.55, 0.5 + gain_abs],
+        "base_skill_public": {"a": 0.2, "b": 0.8},
+        "final_skill_public": {"a": 0.2 + 2 * gain_abs, "b": 0.8},
+        "env": "dataeng_gym/DataEng-v0",
+    }
+
+
+@pytest.fixture
+def known_run(tmp_path):
+    """Three seeds of 'good' on code (gains 0.10, 0.20, 0.30), two of 'bad' plus one failure."""
+    records = [
+        make_record(EpisodeKey("e", "good", "code", s), "ok", summary=_summary(g), episode_dir="x")
+        for s, g in enumerate((0.10, 0.20, 0.30))
+    ]
+    records += [
+        make_record(
+            EpisodeKey("e", "bad", "code", s),
+            "ok",
+            summary=_summary(g, teacher=500),
+            episode_dir="x",
+        )
+        for s, g in enumerate((0.0, -0.02))
+    ]
+    records.append(
+        make_record(EpisodeKey("e", "bad", "code", 2), "failed", error="RuntimeError: boom")
+    )
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path
+
+
+def test_mean_ci95_uses_student_t():
+    mean, ci = mean_ci95([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2)
+    assert ci == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert math.isnan(mean_ci95([1.0])[1])
+
+
+def test_report_files_hold_the_right_numbers(known_run):
+    paths = write_report(known_run)
+    for key in ("md", "csv", "public_by_train", "skills"):
+        assert paths[key].exists() and paths[key].stat().st_size > 0
+    assert paths["public_by_train"].read_bytes()[:4] == b"\x89PNG"
+    rows = {r["policy"]: r for r in csv.DictReader(paths["csv"].open())}
+    good, bad = rows["good"], rows["bad"]
+    assert (good["n"], good["failures"], bad["n"], bad["failures"]) == ("3", "0", "2", "1")
+    assert float(good["gain_abs_points_mean"]) == pytest.approx(20.0)
+    assert float(good["gain_abs_points_ci95"]) == pytest.approx(4.303 * 10 / math.sqrt(3), abs=1e-3)
+    assert float(good["gain_rel_pct_mean"]) == pytest.approx(50.0)
+    assert float(good["gap_points_mean"]) == pytest.approx(2.0)
+    assert float(bad["gain_abs_points_mean"]) == pytest.approx(-1.0)
+    assert float(bad["teacher_samples_mean"]) == 500
+    text = paths["md"].read_text()
+    assert "| good | code | 3 | +20.0 ± 24.8 | +50.0 ± 62.1 |" in text
+    assert "**Best policy per domain** (highest mean private gain): code: good" in text
+    assert "| bad | code | 2 | 1 | RuntimeError: boom |" in text
+    assert "plots/public_by_train.png" in text
+
+
+def test_report_cli_and_empty_run(known_run, tmp_path, capsys):
+    assert main(["report", str(known_run)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    with pytest.raises(DataEngError, match="no episode records"):
+        write_report(tmp_path / "empty")
