@@ -207,6 +207,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
         f"{len(records)} runs ({failed} failed); wrote {args.out}/results.jsonl, table.md, "
         "table.csv and curves_DOMAIN.png"
     )
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
