@@ -131,7 +131,11 @@ def run_compare(args: argparse.Namespace, config_changes: dict[str, Any]) -> int
 
 
 class _Progress:
-    """One line per finished episode: count, outcome, gain, and time left."""
+    """One line per finished episode: a bar over all episodes, outcome, gain, and time left.
+
+    A new line per episode rather than a bar redrawn in place, so the progress reads the same
+    in a terminal, a CI log and a file.
+    """
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -151,8 +155,10 @@ class _Progress:
             else f"{record['error']}"
         )
         retried = f" attempts={record['attempts']}" if record["attempts"] > 1 else ""
+        filled = round(20 * finished / total)
+        bar = "#" * filled + "." * (20 - filled)
         print(
-            f"[{finished:>4}/{total} {100 * finished / total:3.0f}%] {record['status']:<6} "
+            f"{bar} [{finished:>4}/{total} {100 * finished / total:3.0f}%] {record['status']:<6} "
             f"{record['policy']:<14} {record['domain']:<8} seed={record['seed']:<3} {what}"
             f"{retried}  elapsed {elapsed:5.0f}s eta {eta:5.0f}s",
             file=sys.stderr,

@@ -21,7 +21,9 @@ def test_compare_serial_end_to_end_then_replay(tmp_path, capsys):
     argv = ["compare", "--fast", "--policies", "uniform,weakest-skill", "--domains", "code"]
     assert main([*argv, "--seeds", "1", "--out", str(out), "--wandb"]) == 0  # W&B disabled
     captured = capsys.readouterr()
-    assert "[   2/2 100%] ok" in captured.err  # a progress line per finished episode
+    # a progress line per finished episode, with a bar over all of them
+    assert "#" * 10 + "." * 10 + " [   1/2  50%] ok" in captured.err
+    assert "#" * 20 + " [   2/2 100%] ok" in captured.err
     assert "| uniform | code | 1 |" in captured.out  # the summary table
     for name in ("results.jsonl", "report.md", "report.csv", "run.json"):
         assert (out / name).exists()
