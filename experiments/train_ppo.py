@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from dataeng_gym.envs.simulated import make_data_env
 from dataeng_gym.episode import run_episode
 from dataeng_gym.io import append_jsonl, read_jsonl, write_json
 from dataeng_gym.policies import make_policy
+from dataeng_gym.report import mean_ci95
 from dataeng_gym.training.bc import BCSettings, record_demonstrations, train_bc
 from dataeng_gym.training.cli import SHIPPED_SURROGATE
 from dataeng_gym.training.ppo import PPOSettings, train_ppo
@@ -100,17 +100,6 @@ def parse_args() -> Args:
         args.bc_episodes, args.bc_epochs, args.episodes, args.real_episodes = 5, 100, 2, 1
         args.env_overrides = {"train_budget": 2, "max_steps": 30}
     return args
-
-
-def ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% confidence interval (t distribution)."""
-    n = len(values)
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, float("nan")
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 8: 2.36, 10: 2.26, 20: 2.09}
-    q = t.get(n, 2.09 if n < 30 else 1.96)
-    return mean, q * float(np.std(values, ddof=1)) / math.sqrt(n)
 
 
 def main(args: Args) -> None:
@@ -224,7 +213,7 @@ def main(args: Args) -> None:
                     for r in records
                     if r["domain"] == d and r["policy"] == p and r["student"] == student
                 ]
-                mean, half = ci95(g) if g else (float("nan"), float("nan"))
+                mean, half = mean_ci95(g)
                 row[f"{student}_n"], row[f"{student}_mean"], row[f"{student}_ci95"] = (
                     len(g),
                     mean,
