@@ -358,7 +358,14 @@ def _run_ray(
                 )
         except Exception as exc:
             where = config.ray_address or "a local instance"
-            raise RunnerError(f"could not start or reach Ray ({where}): {exc}") from exc
+            hint = ""
+            if config.ray_address and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = (
+                    "; clusters started with `ray start` use token authentication by default "
+                    "since Ray 2.59: set RAY_AUTH_MODE=token and give the cluster's token "
+                    "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)"
+                )
+            raise RunnerError(f"could not start or reach Ray ({where}): {exc}{hint}") from exc
         started = True
     task = ray.remote(execute_episode).options(
         num_cpus=config.cpus_per_episode,
