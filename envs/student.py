@@ -599,20 +599,20 @@ def _batches(data: _Encoded, batches: Iterator[slice] | Iterator[torch.Tensor]) 
 
 
 def _batches_on(device: torch.device, batches: Iterator[_Batch]) -> Iterator[_Batch]:
-    """The batches on device: on CPU as they come, on a GPU all of them in one copy.
+    """The batches on device: on CPU as they come, on a GPU all of them in one copy."""
+    return batches if device.type == "cpu" else _packed(device, batches)
 
-    One pinned, asynchronous copy of every step's tensors (a few MB for a whole TRAIN), so that
-    no step waits on a transfer.
+
+def _packed(device: torch.device, batches: Iterator[_Batch]) -> Iterator[_Batch]:
+    """Every step's tensors in one pinned, asynchronous copy, yielded as views of it.
+
+    A whole TRAIN's batches are a few MB, so no step of the loop waits on a transfer.
     """
-    if device.type == "cpu":
-        yield from batches
-        return
     steps = list(batches)
     if not steps:
         return
-    parts = [t.reshape(-1) for x, flat, y, _ in steps for t in (x, flat, y)]
-    host = torch.cat(parts)
-    if torch.cuda.is_available():
+    host = torch.cat([t.reshape(-1) for x, flat, y, _ in steps for t in (x, flat, y)])
+    if device.type == "cuda":
         host = host.pin_memory()
     buffer = host.to(device, non_blocking=True)
     offset = 0
