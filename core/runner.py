@@ -448,11 +448,16 @@ def _failed(spec: EpisodeSpec, run_dir: Path, exc: Exception, tb: str | None) ->
 
 
 def _pin_run(run_dir: Path, specs: Sequence[EpisodeSpec]) -> None:
-    """Write ``run.json`` on first use; refuse a rerun whose env configuration differs."""
-    envs = {
-        s.experiment: {"fast": s.fast, "config": s.to_json()["config"] | {"domain": None}}
-        for s in specs
-    }
+    """Write ``run.json`` on first use; refuse a rerun whose env configuration differs.
+
+    The student's device is left out: like the backend, it says where episodes run, not what
+    they are (and run directories from before it existed stay resumable).
+    """
+    envs = {}
+    for s in specs:
+        config = s.to_json()["config"] | {"domain": None}
+        config["student"] = {k: v for k, v in config["student"].items() if k != "device"}
+        envs[s.experiment] = {"fast": s.fast, "config": config}
     path = run_dir / RUN_FILE
     pinned = json.loads(path.read_text())["experiments"] if path.exists() else {}
     for name, env in envs.items():

@@ -6,12 +6,16 @@ the students fall back to the CPU, which the records say.
 """
 
 import asyncio
+import dataclasses
+import json
 import os
 import time
 
 import pytest
 import torch
 
+from dataeng_gym.envs.calibrate import config_key
+from dataeng_gym.envs.config import FAST
 from dataeng_gym.runner import RunnerConfig, episode_device, make_specs, run_episodes
 
 TIMING = ("wall_seconds", "student_seconds")
@@ -98,3 +102,13 @@ def test_episode_on_a_gpu_share_records_its_device_and_matches_cpu(ray_gpu, tmp_
         assert {k: cpu[k] for k in same} == {k: gpu[k] for k in same}
     else:
         assert gpu["student_device"].startswith("cuda")
+
+
+def test_the_student_device_is_not_part_of_a_runs_identity(tmp_path):
+    on_cpu = FAST.replace(student=dataclasses.replace(FAST.student, device="cpu"))
+    assert config_key(on_cpu) == config_key(FAST)  # calibration records stay reusable
+    first = run_episodes(make_specs("dev", ["uniform"], ["code"], [0]), tmp_path, RunnerConfig())
+    pinned = json.loads((tmp_path / "run.json").read_text())["experiments"]["dev"]
+    assert "device" not in pinned["config"]["student"]  # as in run dirs from before it existed
+    again = run_episodes(make_specs("dev", ["uniform"], ["code"], [0], on_cpu), tmp_path)
+    assert again == first  # the same run: resumed, nothing rerun
