@@ -427,7 +427,7 @@ def main() -> int:
 
     if args.as_test:
         config = dataclasses.replace(FAST.student, batch_size=16, device="auto")
-        env, fast = FAST.replace(cache_dir=cache), True
+        env, fast = FAST.replace(cache_dir=cache, student=config), True
     else:
         config = StudentConfig(batch_size=args.batch_size)
         env, fast = EnvConfig(domain=args.domain, cache_dir=cache), False

@@ -86,7 +86,8 @@ def test_fractional_gpu_tasks_run_n_per_gpu(ray_gpu):
 
 @pytest.mark.ray
 def test_episode_on_a_gpu_share_records_its_device_and_matches_cpu(ray_gpu, tmp_path):
-    specs = make_specs("gpu-share", ["weakest-skill"], ["code"], [4])
+    auto = FAST.replace(student=dataclasses.replace(FAST.student, device="auto"))
+    specs = make_specs("gpu-share", ["weakest-skill"], ["code"], [4], auto)
     serial = run_episodes(specs, tmp_path / "serial", RunnerConfig())
     shared = run_episodes(
         specs, tmp_path / "ray", RunnerConfig(backend="ray", workers=1, gpus_per_episode=0.5)
@@ -105,10 +106,10 @@ def test_episode_on_a_gpu_share_records_its_device_and_matches_cpu(ray_gpu, tmp_
 
 
 def test_the_student_device_is_not_part_of_a_runs_identity(tmp_path):
-    on_cpu = FAST.replace(student=dataclasses.replace(FAST.student, device="cpu"))
-    assert config_key(on_cpu) == config_key(FAST)  # calibration records stay reusable
+    on_gpu = FAST.replace(student=dataclasses.replace(FAST.student, device="auto"))
+    assert config_key(on_gpu) == config_key(FAST)  # calibration records stay reusable
     first = run_episodes(make_specs("dev", ["uniform"], ["code"], [0]), tmp_path, RunnerConfig())
     pinned = json.loads((tmp_path / "run.json").read_text())["experiments"]["dev"]
     assert "device" not in pinned["config"]["student"]  # as in run dirs from before it existed
-    again = run_episodes(make_specs("dev", ["uniform"], ["code"], [0], on_cpu), tmp_path)
+    again = run_episodes(make_specs("dev", ["uniform"], ["code"], [0], on_gpu), tmp_path)
     assert again == first  # the same run: resumed, nothing rerun
