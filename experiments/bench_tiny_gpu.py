@@ -1,8 +1,11 @@
 """Benchmark many tiny students sharing one GPU through Ray fractional GPUs.
 
-Run on a GPU machine (about 5 minutes on one H100 with 16 CPU cores):
+Run on a GPU machine (one H100 with 16 CPU cores: an estimated 4 minutes for the TRAIN steps and
+6 for the episodes; not yet run on a GPU), in one go or in two parts:
 
     python experiments/bench_tiny_gpu.py --out runs/bench_tiny_gpu
+    python experiments/bench_tiny_gpu.py --episode-procs --out runs/bench_tiny_gpu_steps
+    python experiments/bench_tiny_gpu.py --procs --out runs/bench_tiny_gpu_episodes
 
 Two measurements, each for several numbers N of concurrent Ray tasks that each hold
 ``num_gpus = 1/N`` of the GPU (Ray sets CUDA_VISIBLE_DEVICES for them, and a tiny student whose
