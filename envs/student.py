@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -115,7 +116,8 @@ class StudentConfig:
         dropout: Dropout on the token embeddings while training. It is the randomness that
             the fine-tuning seed drives; 0 makes the seed irrelevant for full fine-tuning.
         device: Where the student trains and answers: "auto" (CUDA when torch sees a GPU,
-            else CPU), "cpu", or "cuda" (an error where there is none). Checked where the
+            else CPU; the CPU in a Ray worker without a GPU share), "cpu", or "cuda" (an
+            error where there is none). Checked where the
             student is built, which may be a Ray worker on another machine. Results on a GPU
             match the CPU's closely but not bitwise (and dropout masks differ), so a GPU base
             checkpoint is cached apart from the CPU one.
@@ -203,6 +205,10 @@ class StudentConfig:
 def resolve_device(device: str) -> torch.device:
     """The torch device for a StudentConfig.device value, as seen by this process.
 
+    "auto" is the CPU inside a Ray task or actor that holds no GPU share (an RLlib env runner,
+    say), even where torch sees a GPU: Ray does not hide GPUs from such workers, and a student
+    there would take GPU memory and time that Ray never accounted for.
+
     Raises:
         StudentError: "cuda" was asked for but torch sees no GPU here.
     """
@@ -217,7 +223,20 @@ def resolve_device(device: str) -> torch.device:
         )
     if device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if device == "auto" and in_ray_worker_without_gpu():
+        return torch.device("cpu")
     return torch.device("cuda", torch.cuda.current_device())
+
+
+def in_ray_worker_without_gpu() -> bool:
+    """Whether this process is a Ray worker (task or actor) that Ray gave no GPU share."""
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    if ray is None or not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:  # the driver: not placed by Ray
+        return False
+    return not context.get_accelerator_ids().get("GPU")
 
 
 @dataclass(frozen=True)

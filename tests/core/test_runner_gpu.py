@@ -16,6 +16,7 @@ import torch
 
 from dataeng_gym.envs.calibrate import config_key
 from dataeng_gym.envs.config import FAST
+from dataeng_gym.envs.student import in_ray_worker_without_gpu
 from dataeng_gym.runner import RunnerConfig, episode_device, make_specs, run_episodes
 
 TIMING = ("wall_seconds", "student_seconds")
@@ -82,6 +83,17 @@ def test_fractional_gpu_tasks_run_n_per_gpu(ray_gpu):
     results = ray.get(refs, timeout=120)
     assert ray.get(gate.counts.remote()) == (0, 4)  # never more than 4 on the one GPU
     assert all(ids == ["0"] and visible == "0" for ids, visible in results)
+
+
+@pytest.mark.ray
+def test_auto_students_in_ray_workers_without_a_gpu_share_stay_off_the_gpu(ray_gpu):
+    def probe():
+        return in_ray_worker_without_gpu()
+
+    none = ray_gpu.remote(probe).options(num_cpus=0, num_gpus=0)
+    share = ray_gpu.remote(probe).options(num_cpus=0, num_gpus=0.5)
+    assert ray_gpu.get([none.remote(), share.remote()]) == [True, False]
+    assert not in_ray_worker_without_gpu()  # the driver: its own choice
 
 
 @pytest.mark.ray
