@@ -67,10 +67,16 @@ class PPOSettings:
     """Log to W&B (offline unless WANDB_MODE says otherwise)."""
     init_from: str | None = None
     """A behaviour-cloning checkpoint (``training.bc``) to start the policy network from."""
+    critic_warmup: int = 0
+    """First iterations in which only the value network learns (the actor's gradients are
+    zeroed). With a warm-started actor and a fresh critic, early advantages are noise, and
+    the policy updates they drive undo the cloned behaviour."""
 
     def __post_init__(self) -> None:
         if not self.domains:
             raise ValueError("PPOSettings.domains must name at least one domain")
+        if not 0 <= self.critic_warmup < self.iterations:
+            raise ValueError("PPOSettings.critic_warmup must be in [0, iterations)")
         for name in ("iterations", "batch_size", "minibatch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOSettings.{name} must be >= 1, got {getattr(self, name)}")
@@ -219,6 +225,7 @@ def train_ppo(
     last: dict[str, float] = {}
     try:
         for i in range(1, settings.iterations + 1):
+            freeze_actor(algo, i <= settings.critic_warmup)
             result = algo.train()
             last = {
                 "iteration": i,
@@ -244,6 +251,31 @@ def train_ppo(
     summary = {"checkpoint": str(out / "checkpoint"), **last}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _is_actor(name: str) -> bool:
+    return "actor_encoder" in name or name.startswith("pi.")
+
+
+def freeze_actor(algo: Any, frozen: bool) -> None:
+    """Zero (or stop zeroing) the actor's gradients in every learner.
+
+    A gradient hook rather than ``requires_grad=False``: RLlib's learner expects a gradient
+    for every parameter it optimises. Adam with only zero gradients leaves a weight as it is.
+    """
+
+    def apply(learner: Any) -> None:
+        import torch
+
+        for handle in getattr(learner, "_actor_freeze_hooks", []):
+            handle.remove()
+        learner._actor_freeze_hooks = []
+        if frozen:
+            for name, p in learner.module["default_policy"].named_parameters():
+                if _is_actor(name):
+                    learner._actor_freeze_hooks.append(p.register_hook(torch.zeros_like))
+
+    algo.learner_group.foreach_learner(apply)
 
 
 def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
@@ -280,7 +312,12 @@ def observation_space(amounts: Sequence[int]) -> Any:
 
 
 class PPOPolicy:
-    """A PPO checkpoint as a policy: flatten the observation, take the most likely action."""
+    """A PPO checkpoint as a policy: flatten the observation, take the most likely action.
+
+    The op goes through :class:`~dataeng_gym.training.bc.OpMemory` (no repeats of an op in a
+    state it did not change), as for the behaviour-cloned policy: without it, a greedy policy
+    that learned from sampled episodes can loop on a no-op until the step budget ends.
+    """
 
     def __init__(
         self, path: str | Path, config: EnvConfig | None = None, seed: int | None = None
@@ -299,6 +336,7 @@ class PPOPolicy:
                 "`dataeng-gym train-policy --algo ppo --out DIR` and pass DIR"
             )
         meta = json.loads(meta_path.read_text())
+        self.amounts = tuple(meta["amounts"])
         if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
             raise DataEngError(
                 f"the PPO policy at {str(path)!r} was trained with amounts {meta['amounts']}, "
@@ -308,9 +346,13 @@ class PPOPolicy:
         self.module.eval()
         self.struct = get_base_struct_from_space(observation_space(meta["amounts"]))
         self.dist_cls = self.module.get_inference_action_dist_cls()
+        from dataeng_gym.training.bc import OpMemory
+
+        self.memory = OpMemory()
 
     def reset(self, seed: int | None = None) -> None:
-        """PPO acts greedily: nothing to reset."""
+        """Forget the ops tried in the last episode's final state."""
+        self.memory.reset()
 
     def flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The observation as the FlattenObservations connector feeds it to the module."""
@@ -327,6 +369,12 @@ class PPOPolicy:
         obs = torch.from_numpy(self.flatten(observation)[None])
         with torch.no_grad():
             out = self.module.forward_inference({Columns.OBS: obs})
-        dist = self.dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
-        sample = dist.sample()
-        return {k: int(v[0]) for k, v in sample.items()}
+        logits = out[Columns.ACTION_DIST_INPUTS]
+        dist = self.dist_cls.from_logits(logits).to_deterministic()
+        action = {k: int(v[0]) for k, v in dist.sample().items()}
+        from dataeng_gym.training.bc import HEADS, head_sizes
+
+        sizes = head_sizes(EnvConfig(amounts=tuple(self.amounts)))
+        start = sum(sizes[h] for h in HEADS[: HEADS.index("op")])
+        action["op"] = self.memory.choose(logits[0, start : start + sizes["op"]], observation)
+        return action

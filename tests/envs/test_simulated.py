@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import dataeng_gym  # noqa: F401  (registers the envs)
-from dataeng_gym.envs.calibrate import gated_training_samples, record_pools
+from dataeng_gym.envs.calibrate import gated_training_samples, record_policy_pools, record_pools
 from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op
 from dataeng_gym.envs.simulated import SimulatedDataEngEnv
@@ -145,3 +145,18 @@ def test_calibration_records_persist_and_resume(tmp_path):
     again = record_pools(config, 3, tmp_path, seed=1)  # resumes: nothing new to record
     assert again == records
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3
+
+
+def test_policy_pools_record_each_train_of_whole_episodes_and_resume(tmp_path):
+    config = FAST.replace(train_budget=2)
+    records = record_policy_pools(config, ["weakest-skill"], 1, tmp_path, explore=0.2)
+    assert [r["train"] for r in records] == list(range(len(records))) and records
+    assert {r["source"] for r in records} == {"weakest-skill"}
+    for r in records:  # the counts are the items that TRAIN saw
+        assert config.min_train_items <= np.sum(r["counts"]) <= config.max_train_items
+    random_pools = record_pools(config, 1, tmp_path, seed=1)  # its own source, same file
+    assert [r.get("source", "random") for r in random_pools] == ["random"]
+    again = record_policy_pools(config, ["weakest-skill"], 1, tmp_path, explore=0.2)
+    assert again == records  # resumed: the episode is not run again
+    with pytest.raises(ValueError, match="explore"):
+        record_policy_pools(config, ["uniform"], 1, tmp_path, explore=1.5)
