@@ -76,12 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["hf_student"] = HFStudentConfig(model=args.hf_model)
         changes.setdefault("student_kind", "hf")
     config = base.replace(**changes)
-    env_id = "dataeng_gym/DataEngFast-v0" if args.fast else "dataeng_gym/DataEng-v0"
+    env_id = "dataeng_gym/DataEngFast-v1" if args.fast else "dataeng_gym/DataEng-v1"
     kwargs: dict[str, Any] = {}
     if args.policy == "llm":  # an LLM acts in the text twin (with --fast: on the FAST config)
         from dataeng_gym.policies.llm import backend_from_args, settings_from_args
 
-        env_id = "dataeng_gym/DataEngText-v0"
+        env_id = "dataeng_gym/DataEngText-v1"
         kwargs = {"backend": backend_from_args(args), "settings": settings_from_args(args)}
     from dataeng_gym.envs.llm_teacher import teacher_from_args
 

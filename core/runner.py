@@ -64,7 +64,7 @@ class EpisodeSpec:
     config: EnvConfig = FAST
     """Env configuration; its ``domain`` is replaced by ``domain``."""
     fast: bool = True
-    """Use the deterministic fast twin (``DataEngFast-v0``) instead of ``DataEng-v0``."""
+    """Use the deterministic fast twin (``DataEngFast-v1``) instead of ``DataEng-v1``."""
     fault: str = ""
     """Fault injection for tests of the runner: ``exit-once:MARKER_PATH`` (the worker exits hard
     at step 2 unless the marker file exists, creating it first), ``exit`` (always exits hard at
@@ -98,7 +98,7 @@ class EpisodeSpec:
 
     @property
     def env_id(self) -> str:
-        return "dataeng_gym/DataEngFast-v0" if self.fast else "dataeng_gym/DataEng-v0"
+        return "dataeng_gym/DataEngFast-v1" if self.fast else "dataeng_gym/DataEng-v1"
 
     def to_json(self) -> dict[str, Any]:
         return {

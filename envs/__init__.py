@@ -11,19 +11,19 @@ from gymnasium.envs.registration import register
 from dataeng_gym.envs.domains import DOMAINS, Domain, Item, make_domain
 
 register(
-    id="dataeng_gym/DataEng-v0",
+    id="dataeng_gym/DataEng-v1",
     entry_point="dataeng_gym.envs.simulated:make_data_env",
     max_episode_steps=60,
     nondeterministic=True,
 )
 register(
-    id="dataeng_gym/DataEngText-v0",
+    id="dataeng_gym/DataEngText-v1",
     entry_point="dataeng_gym.envs.text:DataEngTextEnv",
     max_episode_steps=60,
     nondeterministic=True,
 )
 register(
-    id="dataeng_gym/DataEngFast-v0",
+    id="dataeng_gym/DataEngFast-v1",
     entry_point="dataeng_gym.envs.fast:make_fast",
     max_episode_steps=20,
 )

@@ -49,6 +49,11 @@ class EnvConfig:
     """Share of each skill (in a seeded order) in the base mix; None: the domain's ``base_mix``."""
     base_difficulty_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     """Share of each difficulty in the base mix."""
+    replay_ratio: float = 0.25
+    """Base-mix examples mixed into every tiny-student TRAIN, as a share of the curated ones.
+    Replaying general data keeps the student from forgetting what a pool does not show, so
+    targeted pools pay off and the gain of an action varies less across seeds (0 = pool only,
+    the DataEng-v0 behaviour). The hf student trains on the pool alone, as in the paper."""
     eval_public_limit: int = 0
     """Evaluate on an evenly spaced subset of ``public`` of this size (0 = all of it)."""
     eval_private_limit: int = 0
@@ -86,6 +91,11 @@ class EnvConfig:
             raise ValueError("EnvConfig.max_train_items must be >= min_train_items")
         if not self.amounts or min(self.amounts) < 1:
             raise ValueError(f"EnvConfig.amounts must be positive counts, got {self.amounts}")
+        if not 0 <= self.replay_ratio <= 1:
+            raise ValueError(
+                f"EnvConfig.replay_ratio must be in [0, 1], got {self.replay_ratio}; "
+                "0.25 replays one base example per four curated ones"
+            )
         if not 0 <= self.verify_error_rate < 0.5:
             raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
         if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix or (0,)) < 0:

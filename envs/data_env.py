@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -140,11 +141,14 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     ## Arguments
 
     ``config`` (:class:`EnvConfig`) and any of its fields as keyword overrides, e.g.
-    ``gym.make("dataeng_gym/DataEng-v0", domain="code", teacher_budget=2000)``.
+    ``gym.make("dataeng_gym/DataEng-v1", domain="code", teacher_budget=2000)``.
 
     ## Version History
 
     * v0: initial version.
+    * v1: every TRAIN of the tiny student replays base-mix examples (``replay_ratio``,
+      default 0.25), so the student no longer forgets the skills a pool leaves out;
+      ``replay_ratio=0`` gives v0's dynamics.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -160,7 +164,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         if self.config.student_kind == "simulated":
             raise ValueError(
                 "DataEngEnv trains a real student; for student_kind='simulated' use "
-                "gym.make('dataeng_gym/DataEng-v0', ...) or envs.simulated.SimulatedDataEngEnv"
+                "gym.make('dataeng_gym/DataEng-v1', ...) or envs.simulated.SimulatedDataEngEnv"
             )
         self.render_mode = render_mode
         self._teacher_override = teacher
@@ -339,6 +343,10 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         )
         self.train_left -= 1
         terms["train_cost"] = rewards.train_cost(1, self.config.train_cost)
+        curated = len(examples)
+        if self.config.replay_ratio and self.config.student_kind == "tiny":
+            rng = np.random.default_rng([self.train_seed, 20_000 + self.train_left])
+            examples = with_replay(examples, self._replay_source(), self.config.replay_ratio, rng)
         start = time.perf_counter()
         trained = self.student.fine_tune(examples, seed=self.train_seed)
         self.last_eval = evaluate(self.domain, self.student, self.public, trained.state)
@@ -348,7 +356,8 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             self.best_public, self.best_state = self.last_eval.score, trained.state
             self.best_samples = self._gated_samples  # what the best TRAIN trained on, in order
         return {
-            "examples": len(examples),
+            "examples": curated,
+            "replayed": len(examples) - curated,
             "gate": gate,
             "steps": trained.steps,
             "final_loss": trained.losses[-1] if trained.losses else None,
@@ -532,6 +541,14 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             f"-diff{cfg.base_difficulty_mix}"
         )
 
+    def _replay_source(self) -> list[tuple[str, str]]:
+        """The base student's own training mix, built once per process and base checkpoint."""
+        assert self.domain is not None
+        key = (self._base_key(self.domain), self.config.student_seed)
+        if key not in _REPLAY:
+            _REPLAY[key] = base_examples(self.domain, self.config)
+        return _REPLAY[key]
+
     def _base_eval(self, split: str, items: list[Item]) -> Evaluation:
         assert self.domain is not None
         key = (self.student.cache_path(self._base_key(self.domain)).name, split, len(items))
@@ -549,6 +566,7 @@ _POOL_STATS = (
 )
 
 _INDEXES: dict[tuple[str, int, int], NgramIndex] = {}
+_REPLAY: dict[tuple[str, int], list[tuple[str, str]]] = {}
 
 
 def _decontamination_index(domain: Domain, n: int) -> NgramIndex:
@@ -556,6 +574,33 @@ def _decontamination_index(domain: Domain, n: int) -> NgramIndex:
     if key not in _INDEXES:
         _INDEXES[key] = NgramIndex(domain.eval_texts, n)
     return _INDEXES[key]
+
+
+def with_replay(
+    examples: list[tuple[str, str]],
+    source: Sequence[tuple[str, str]],
+    ratio: float,
+    rng: np.random.Generator,
+) -> list[tuple[str, str]]:
+    """``examples`` with ``round(ratio * len(examples))`` draws from ``source`` spread evenly.
+
+    The curated examples keep their order (a curriculum stays a curriculum); replayed ones
+    are drawn without replacement and slotted in at even intervals.
+
+    >>> import numpy as np
+    >>> with_replay([("a", "1"), ("b", "2")], [("r", "0")], 0.5, np.random.default_rng(0))
+    [('a', '1'), ('b', '2'), ('r', '0')]
+    """
+    k = min(len(source), round(ratio * len(examples)))
+    picked = [source[int(i)] for i in rng.choice(len(source), size=k, replace=False)]
+    out: list[tuple[str, str]] = []
+    j = 0
+    for i, ex in enumerate(examples):
+        out.append(ex)
+        while j < k and (j + 1) * len(examples) <= (i + 1) * k:
+            out.append(picked[j])
+            j += 1
+    return out + picked[j:]
 
 
 def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:

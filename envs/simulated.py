@@ -1,4 +1,4 @@
-"""A count-level twin of DataEng-v0 with a fitted surrogate student, for RL at scale.
+"""A count-level twin of DataEng-v1 with a fitted surrogate student, for RL at scale.
 
 The real env keeps every teacher sample and retrains a student at each TRAIN; both cost
 milliseconds to seconds per step. This twin keeps only *counts* of the pool, per (skill,
@@ -6,7 +6,7 @@ difficulty, hidden noise kind, verification state, quality bin), and applies eac
 operation to the counts with the real env's rules and the procedural teacher's noise model.
 A TRAIN turns the counts of what the student would see (after mixing, ordering, truncation and
 the gate) into a prediction of the fitted :class:`~dataeng_gym.envs.surrogate.Surrogate`.
-Observation and action spaces are those of DataEng-v0, so a policy trained here acts there.
+Observation and action spaces are those of DataEng-v1, so a policy trained here acts there.
 
 Known simplifications (each shifts the simulated reward from the real one, and the
 simulated-vs-real gap measures the sum): VERIFY checks unverified items in proportion rather
@@ -73,7 +73,7 @@ _BIN_MEANS = np.stack([_CLEAN_MEANS if k == "clean" else _NOISY_MEANS for k in K
 
 
 class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
-    """DataEng-v0's spaces and rules over pool counts, with a surrogate student.
+    """DataEng-v1's spaces and rules over pool counts, with a surrogate student.
 
     ## Description
 
@@ -83,7 +83,7 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     ## Action Space, Observation Space, Rewards, Episode End
 
-    Identical to DataEng-v0. The final ``info`` carries the same keys; private scores are the
+    Identical to DataEng-v1. The final ``info`` carries the same keys; private scores are the
     base student's private accuracy per skill moved by the predicted public change.
 
     ## Arguments
@@ -94,6 +94,7 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     ## Version History
 
     * v0: initial version.
+    * v1: follows DataEng-v1 (its surrogate is fitted to TRAINs with base-mix replay).
     """
 
     metadata = {"render_modes": []}
@@ -474,7 +475,7 @@ def make_data_env(
     teacher: Any = None,
     **overrides: Any,
 ) -> gym.Env:
-    """DataEng-v0's entry point: the real env, or this twin when ``student_kind`` is simulated."""
+    """DataEng-v1's entry point: the real env, or this twin when ``student_kind`` is simulated."""
     from dataeng_gym.envs.data_env import DataEngEnv
 
     cfg = (config or EnvConfig()).replace(**overrides)

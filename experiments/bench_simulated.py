@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/bench_simulated.py [--episodes 200]
 
-Runs random and weakest-skill episodes in ``DataEng-v0`` with ``student_kind="simulated"`` and
+Runs random and weakest-skill episodes in ``DataEng-v1`` with ``student_kind="simulated"`` and
 prints env steps per second (policy time included). Expected: thousands per second on one core.
 """
 

@@ -4,7 +4,7 @@
     .venv/bin/python experiments/train_ppo.py --as-test --out runs/ci-ppo     # CI: tiny budget
 
 Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env;
-(2) PPO (RLlib, new API stack) on DataEng-v0 with ``student_kind="simulated"`` (the count-level
+(2) PPO (RLlib, new API stack) on DataEng-v1 with ``student_kind="simulated"`` (the count-level
 twin and the surrogate fitted by ``dataeng-gym calibrate``), its actor warm-started from BC;
 (3) every policy (random, uniform, weakest-skill, BC, PPO) on held-out seeds, in the simulated
 env and in the REAL env with the tiny student; each episode's summary is appended to

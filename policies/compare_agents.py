@@ -178,7 +178,7 @@ def run_one(
         from dataeng_gym.episode import run_episode
         from dataeng_gym.policies import make_policy
 
-        env_id = "dataeng_gym/DataEngFast-v0" if config.fast else "dataeng_gym/DataEng-v0"
+        env_id = "dataeng_gym/DataEngFast-v1" if config.fast else "dataeng_gym/DataEng-v1"
         env = gym.make(env_id, config=env_config, max_episode_steps=env_config.max_steps)
         policy = make_policy(spec.policy, env_config, seed=seed)
         return run_episode(env, policy, seed=seed, domain=domain, out=run_dir)

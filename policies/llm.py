@@ -1,4 +1,4 @@
-"""An LLM as a curation policy for the text twin (``dataeng_gym/DataEngText-v0``).
+"""An LLM as a curation policy for the text twin (``dataeng_gym/DataEngText-v1``).
 
 Each turn the model reads the rendered state and replies with JSON: one action, or a list of
 actions (a plan, executed in order; the rest of a plan is dropped when the env rejects one of
@@ -159,7 +159,7 @@ class LLMPolicy:
             return self.queue.popleft()
         if "skills" not in info:
             raise ValueError(
-                "LLMPolicy acts in the text twin (dataeng_gym/DataEngText-v0), whose info "
+                "LLMPolicy acts in the text twin (dataeng_gym/DataEngText-v1), whose info "
                 "lists the skills an action may name; this env's info has no 'skills'"
             )
         skills = tuple(info["skills"])

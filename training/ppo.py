@@ -1,4 +1,4 @@
-"""PPO on DataEng-v0 with Ray RLlib's new API stack, and the policy it produces.
+"""PPO on DataEng-v1 with Ray RLlib's new API stack, and the policy it produces.
 
 The Dict observation is flattened by RLlib's ``FlattenObservations`` env-to-module connector;
 the Dict action space is kept as it is (RLlib's default module samples each component from its
@@ -95,7 +95,7 @@ def _require_rllib() -> None:
 
 
 def make_training_env(env_config: dict[str, Any]) -> Any:
-    """RLlib's env creator: DataEng-v0 (real or simulated) drawing a domain per episode."""
+    """RLlib's env creator: DataEng-v1 (real or simulated) drawing a domain per episode."""
     import gymnasium as gym
 
     from dataeng_gym.envs.simulated import make_data_env
@@ -305,7 +305,7 @@ def _module_path(path: Path) -> Path:
 
 
 def observation_space(amounts: Sequence[int]) -> Any:
-    """DataEng-v0's observation space (the flattening order depends on it)."""
+    """DataEng-v1's observation space (the flattening order depends on it)."""
     from dataeng_gym.envs.simulated import SimulatedDataEngEnv
 
     return SimulatedDataEngEnv(EnvConfig(amounts=tuple(amounts))).observation_space

@@ -23,7 +23,7 @@ def _summary(gain_abs, base=0.4, gap=0.02, teacher=1000, seconds=2.0):
         "train_publics": [0.55, 0.5 + gain_abs],
         "base_skill_public": {"a": 0.2, "b": 0.8},
         "final_skill_public": {"a": 0.2 + 2 * gain_abs, "b": 0.8},
-        "env": "dataeng_gym/DataEng-v0",
+        "env": "dataeng_gym/DataEng-v1",
     }
 
 

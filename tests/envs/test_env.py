@@ -16,7 +16,7 @@ from dataeng_gym.episode import FINAL_KEYS
 from dataeng_gym.policies import make_policy
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("dataeng_gym/"))
-FAST_ID = "dataeng_gym/DataEngFast-v0"
+FAST_ID = "dataeng_gym/DataEngFast-v1"
 
 
 def make(env_id=FAST_ID, **kwargs):
@@ -38,9 +38,9 @@ def act(op, skill=0, difficulty=0, amount=0, param=0):
 
 
 def test_registry_has_the_three_envs():
-    assert {"dataeng_gym/DataEng-v0", "dataeng_gym/DataEngText-v0", FAST_ID} <= set(ENV_IDS)
+    assert {"dataeng_gym/DataEng-v1", "dataeng_gym/DataEngText-v1", FAST_ID} <= set(ENV_IDS)
     assert gym.spec(FAST_ID).max_episode_steps == FAST.max_steps
-    assert gym.spec("dataeng_gym/DataEng-v0").nondeterministic
+    assert gym.spec("dataeng_gym/DataEng-v1").nondeterministic
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -253,7 +253,7 @@ def test_reset_switches_domain():
 
 
 def test_private_text_never_in_text_observations():
-    env = make("dataeng_gym/DataEngText-v0")
+    env = make("dataeng_gym/DataEngText-v1")
     obs, info = env.reset(seed=0)
     domain = env.unwrapped.domain
     skills = domain.skill_names

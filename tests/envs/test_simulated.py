@@ -60,7 +60,7 @@ def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
 
 
 def test_gym_make_selects_the_simulated_twin_and_it_passes_check_env():
-    env = gym.make("dataeng_gym/DataEng-v0", config=SIM)
+    env = gym.make("dataeng_gym/DataEng-v1", config=SIM)
     assert isinstance(env.unwrapped, SimulatedDataEngEnv)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

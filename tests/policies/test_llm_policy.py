@@ -102,7 +102,7 @@ def test_provider_errors_are_raised_not_hidden(scripted_server):
 
 
 def test_structured_env_is_a_clear_error(scripted_server):
-    with pytest.raises(ValueError, match="DataEngText-v0"):
+    with pytest.raises(ValueError, match="DataEngText-v1"):
         policy_for(scripted_server).act({"skill_acc": None}, {"invalid_action": None})
 
 
@@ -142,7 +142,7 @@ def test_cli_llm_policy_against_transformers_serve(served_tiny_model, tmp_path, 
         and "no valid reply" in steps[0]["policy"]["fallback"]
     )
     config = json.loads((out / "config.json").read_text())
-    assert config["env"] == "dataeng_gym/DataEngText-v0" and config["backend"].startswith("openai:")
+    assert config["env"] == "dataeng_gym/DataEngText-v1" and config["backend"].startswith("openai:")
 
 
 def test_cli_llm_policy_with_the_in_process_transformers_backend(tiny_model_dir, tmp_path):
