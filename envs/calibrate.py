@@ -46,8 +46,10 @@ def config_key(config: EnvConfig) -> str:
     keep = {
         k: c[k]
         for k in (
+            "domain",
             "student",
             "student_seed",
+            "replay_ratio",
             "base_items",
             "base_skill_mix",
             "base_difficulty_mix",

@@ -3,7 +3,8 @@
     .venv/bin/python experiments/train_ppo.py --out runs/train_ppo            # full run
     .venv/bin/python experiments/train_ppo.py --as-test --out runs/ci-ppo     # CI: tiny budget
 
-Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env;
+Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env and
+(``--bc-real-episodes``) in the real env, so the cloned net has seen real observations too;
 (2) PPO (RLlib, new API stack) on DataEng-v1 with ``student_kind="simulated"`` (the count-level
 twin and the surrogate fitted by ``dataeng-gym calibrate``), its actor warm-started from BC;
 (3) every policy (random, uniform, weakest-skill, BC, PPO) on held-out seeds, in the simulated
@@ -58,8 +59,14 @@ class Args:
     """PPO entropy bonus."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
+    critic_warmup: int = 0
+    """First PPO iterations in which only the value network learns (PPOSettings.critic_warmup)."""
     bc_episodes: int = 50
     """weakest-skill episodes (simulated) that behaviour cloning learns from."""
+    bc_real_episodes: int = 0
+    """weakest-skill episodes in the REAL env (seeds 20_000+) added to BC's demonstrations:
+    the real student's per-skill scores fall outside what the surrogate predicts, and a net
+    cloned on simulated observations alone picks other skills there."""
     bc_epochs: int = 600
     """Behaviour-cloning epochs."""
     episodes: int = 20
@@ -68,6 +75,8 @@ class Args:
     """Held-out episodes per policy per domain on the REAL tiny student (0: skip it)."""
     policies: tuple[str, ...] = ("random", "uniform", "weakest-skill", "bc", "ppo")
     """Policies to evaluate."""
+    students: tuple[str, ...] = ("simulated", "tiny")
+    """Students to evaluate on ("tiny" alone needs no surrogate for the baselines)."""
     seed: int = 0
     """Seed of PPO, BC and the random baseline."""
     track: bool = False
@@ -125,6 +134,24 @@ def main(args: Args) -> None:
             o, t = record_demonstrations(env, demo, range(args.bc_episodes), d)
             obs.append(o)
             targets.append(t)
+        real_demos = out / "bc_real_demos.npz"
+        if args.bc_real_episodes and not real_demos.exists():
+            real_env, seeds = (
+                make_data_env(real_config),
+                range(20_000, 20_000 + args.bc_real_episodes),
+            )
+            parts = [record_demonstrations(real_env, demo, seeds, d) for d in args.domains]
+            o = np.concatenate([p[0] for p in parts])
+            np.savez(
+                real_demos,
+                obs=o,
+                **{k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
+            )
+            say(f"BC: {len(o)} real demonstration steps ({args.bc_real_episodes} episodes)")
+        if args.bc_real_episodes:
+            saved = np.load(real_demos)
+            obs.append(saved["obs"])
+            targets.append({k: saved[k] for k in targets[0]})
         all_targets = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
         report = train_bc(
             np.concatenate(obs),
@@ -152,6 +179,7 @@ def main(args: Args) -> None:
             track=args.track,
             lr=args.lr,
             entropy_coeff=args.entropy_coeff,
+            critic_warmup=args.critic_warmup,
             init_from=str(bc_dir) if args.warm_start else None,
         )
         say(f"PPO: {args.iterations} iterations x {args.batch_size} simulated steps")
@@ -164,7 +192,7 @@ def main(args: Args) -> None:
         else set()
     )
     names = {"ppo": f"ppo:{ppo_dir}", "bc": f"bc:{bc_dir}"}
-    for student in ("simulated", "tiny"):
+    for student in args.students:
         config = sim_config if student == "simulated" else real_config
         env = make_data_env(config)
         for policy_name in args.policies:

@@ -306,9 +306,9 @@ def _module_path(path: Path) -> Path:
 
 def observation_space(amounts: Sequence[int]) -> Any:
     """DataEng-v1's observation space (the flattening order depends on it)."""
-    from dataeng_gym.envs.simulated import SimulatedDataEngEnv
+    from dataeng_gym.envs.data_env import structured_spaces
 
-    return SimulatedDataEngEnv(EnvConfig(amounts=tuple(amounts))).observation_space
+    return structured_spaces(EnvConfig(amounts=tuple(amounts)))[0]
 
 
 class PPOPolicy:
