@@ -364,7 +364,8 @@ class BCPolicy:
 def warm_start(algo: Any, path: str | Path) -> None:
     """Copy a BC net into PPO's actor (encoder MLP and policy head); then sync the runners.
 
-    Needs ``BCSettings.hidden == PPOSettings.hidden``; the value network starts fresh.
+    Needs ``BCSettings.hidden == PPOSettings.hidden``; the value network starts fresh
+    (``PPOSettings.critic_warmup`` trains it before the actor moves).
     """
     net, _ = load_bc(path)
     source = [p.detach().clone() for p in net.parameters()]
@@ -386,4 +387,13 @@ def warm_start(algo: Any, path: str | Path) -> None:
                 params[n].copy_(p.to(params[n].device))
 
     algo.learner_group.foreach_learner(copy)
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
+    # A synchronous push to every env runner: ``sync_weights`` sends asynchronously and a
+    # remote runner could sample its first batch with the random initial weights.
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
+
+    state = algo.learner_group.get_state(
+        components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True
+    )[COMPONENT_LEARNER][COMPONENT_RL_MODULE]
+    algo.env_runner_group.foreach_env_runner(
+        lambda runner: runner.set_state({COMPONENT_RL_MODULE: state})
+    )
