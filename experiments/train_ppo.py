@@ -60,8 +60,6 @@ class Args:
     """PPO entropy bonus."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
-    critic_warmup: int = 0
-    """First PPO iterations in which only the value network learns (PPOSettings.critic_warmup)."""
     bc_episodes: int = 50
     """weakest-skill episodes (simulated) that behaviour cloning learns from."""
     bc_real_episodes: int = 0
@@ -83,7 +81,8 @@ class Args:
     track: bool = False
     """Log PPO to W&B (offline)."""
     as_test: bool = False
-    """Tiny budget for CI: 2 PPO iterations of 400 steps, 1 real episode per policy."""
+    """Tiny budget for CI: 2 PPO iterations of 400 steps, 1 real demonstration episode for
+    BC, 1 real evaluation episode per policy."""
     env_overrides: dict = field(default_factory=dict)
     """EnvConfig changes for training and evaluation (as-test shrinks the real episode)."""
 
@@ -108,6 +107,7 @@ def parse_args() -> Args:
     if args.as_test:
         args.iterations, args.batch_size, args.workers = 2, 400, 0
         args.bc_episodes, args.bc_epochs, args.episodes, args.real_episodes = 5, 100, 2, 1
+        args.bc_real_episodes = 1
         args.env_overrides = {"train_budget": 2, "max_steps": 30}
     return args
 
@@ -143,11 +143,14 @@ def main(args: Args) -> None:
             )
             parts = [record_demonstrations(real_env, demo, seeds, d) for d in args.domains]
             o = np.concatenate([p[0] for p in parts])
+            out.mkdir(parents=True, exist_ok=True)
+            partial = out / "bc_real_demos.partial.npz"
             np.savez(
-                real_demos,
+                partial,
                 obs=o,
                 **{k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
             )
+            partial.replace(real_demos)  # atomically: a rerun never loads half a file
             say(f"BC: {len(o)} real demonstration steps ({args.bc_real_episodes} episodes)")
         if args.bc_real_episodes:
             saved = np.load(real_demos)
@@ -180,7 +183,6 @@ def main(args: Args) -> None:
             track=args.track,
             lr=args.lr,
             entropy_coeff=args.entropy_coeff,
-            critic_warmup=args.critic_warmup,
             init_from=str(bc_dir) if args.warm_start else None,
         )
         say(f"PPO: {args.iterations} iterations x {args.batch_size} simulated steps")

@@ -364,8 +364,7 @@ class BCPolicy:
 def warm_start(algo: Any, path: str | Path) -> None:
     """Copy a BC net into PPO's actor (encoder MLP and policy head); then sync the runners.
 
-    Needs ``BCSettings.hidden == PPOSettings.hidden``; the value network starts fresh
-    (``PPOSettings.critic_warmup`` trains it before the actor moves).
+    Needs ``BCSettings.hidden == PPOSettings.hidden``; the value network starts fresh.
     """
     net, _ = load_bc(path)
     source = [p.detach().clone() for p in net.parameters()]

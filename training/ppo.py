@@ -67,16 +67,10 @@ class PPOSettings:
     """Log to W&B (offline unless WANDB_MODE says otherwise)."""
     init_from: str | None = None
     """A behaviour-cloning checkpoint (``training.bc``) to start the policy network from."""
-    critic_warmup: int = 0
-    """First iterations in which only the value network learns (the actor's gradients are
-    zeroed). With a warm-started actor and a fresh critic, early advantages are noise, and
-    the policy updates they drive undo the cloned behaviour."""
 
     def __post_init__(self) -> None:
         if not self.domains:
             raise ValueError("PPOSettings.domains must name at least one domain")
-        if not 0 <= self.critic_warmup < self.iterations:
-            raise ValueError("PPOSettings.critic_warmup must be in [0, iterations)")
         for name in ("iterations", "batch_size", "minibatch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOSettings.{name} must be >= 1, got {getattr(self, name)}")
@@ -225,7 +219,6 @@ def train_ppo(
     last: dict[str, float] = {}
     try:
         for i in range(1, settings.iterations + 1):
-            freeze_actor(algo, i <= settings.critic_warmup)
             result = algo.train()
             last = {
                 "iteration": i,
@@ -251,31 +244,6 @@ def train_ppo(
     summary = {"checkpoint": str(out / "checkpoint"), **last}
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _is_actor(name: str) -> bool:
-    return "actor_encoder" in name or name.startswith("pi.")
-
-
-def freeze_actor(algo: Any, frozen: bool) -> None:
-    """Zero (or stop zeroing) the actor's gradients in every learner.
-
-    A gradient hook rather than ``requires_grad=False``: RLlib's learner expects a gradient
-    for every parameter it optimises. Adam with only zero gradients leaves a weight as it is.
-    """
-
-    def apply(learner: Any) -> None:
-        import torch
-
-        for handle in getattr(learner, "_actor_freeze_hooks", []):
-            handle.remove()
-        learner._actor_freeze_hooks = []
-        if frozen:
-            for name, p in learner.module["default_policy"].named_parameters():
-                if _is_actor(name):
-                    learner._actor_freeze_hooks.append(p.register_hook(torch.zeros_like))
-
-    algo.learner_group.foreach_learner(apply)
 
 
 def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
