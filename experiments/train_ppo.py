@@ -13,8 +13,9 @@ env and in the REAL env with the tiny student; each episode's summary is appende
 ``results.csv``: mean and 95% confidence interval of the private gain per policy and domain,
 on real and simulated students, and their gap.
 
-Expected: on the simulated student PPO approaches weakest-skill and beats random and uniform;
-on the real student the ranking holds only as far as the surrogate is right (the gap column).
+Expected (docs/results.md, DataEng-v1): PPO beats random and uniform on the real student in
+every domain and matches weakest-skill on finance; on code and science it stays below it,
+because the surrogate under-predicts what later TRAINs on more data add.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Args:
     """Domains to train and evaluate on (each needs a calibrated surrogate)."""
     simulator: str = str(SHIPPED_SURROGATE)
     """The surrogate.json of `dataeng-gym calibrate`."""
-    iterations: int = 40
+    iterations: int = 20
     """PPO iterations on the simulated student."""
     batch_size: int = 2000
     """Env steps per PPO iteration."""
@@ -56,13 +57,18 @@ class Args:
     2-core machine a remote runner took about 4 minutes per 2,000-step iteration)."""
     lr: float = 1e-4
     """PPO learning rate (small: it fine-tunes the behaviour-cloned actor)."""
-    entropy_coeff: float = 0.003
-    """PPO entropy bonus."""
+    entropy_coeff: float = 0.0
+    """PPO entropy bonus (0: the cloned actor already explores enough)."""
+    cost_terms: bool = False
+    """Keep the teacher and TRAIN cost terms in PPO's training reward. Off by default: PPO
+    trains on the gain alone (the evaluation metric; invalid-action penalties stay). The
+    surrogate under-predicts what more data and later TRAINs add, so against the costs PPO
+    learned to generate and TRAIN less than the real student rewards (docs/results.md)."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
     bc_episodes: int = 50
     """weakest-skill episodes (simulated) that behaviour cloning learns from."""
-    bc_real_episodes: int = 0
+    bc_real_episodes: int = 8
     """weakest-skill episodes in the REAL env (seeds 20_000+) added to BC's demonstrations:
     the real student's per-skill scores fall outside what the surrogate predicts, and a net
     cloned on simulated observations alone picks other skills there."""
@@ -173,7 +179,7 @@ def main(args: Args) -> None:
     ppo_dir = out / "ppo"
     if "ppo" in args.policies and not (ppo_dir / "summary.json").exists():
         settings = PPOSettings(
-            env=sim_config,
+            env=sim_config if args.cost_terms else sim_config.replace(teacher_cost=0, train_cost=0),
             domains=args.domains,
             iterations=args.iterations,
             workers=args.workers,
