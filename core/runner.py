@@ -7,11 +7,13 @@ summary, best pool); only the small record dict travels back to the driver, whic
 ``RUN_DIR/results.jsonl`` (:mod:`dataeng_gym.results`) the moment it arrives.
 
 On Ray, each episode is one task with declared resources (``num_cpus``, and a fractional
-``num_gpus`` so that many small students share one GPU). A task whose worker dies (killed,
-out of memory, node lost) is retried up to ``max_retries`` times; a Python error is not retried:
-the episode is recorded as ``failed`` with its traceback and its siblings go on, until more than
-``max_failures`` episodes have failed, which stops the run with :class:`FailureBudgetExceeded`.
-Rerunning the same command then finishes what is left.
+``num_gpus`` so that many small students share one GPU: a tiny student whose device is
+``"auto"`` trains on the GPU Ray assigned to its task, and on the CPU when the task has no GPU
+share, even where CUDA exists, so CPU episodes never take a GPU by accident). A task whose
+worker dies (killed, out of memory, node lost) is retried up to ``max_retries`` times; a Python
+error is not retried: the episode is recorded as ``failed`` with its traceback and its siblings
+go on, until more than ``max_failures`` episodes have failed, which stops the run with
+:class:`FailureBudgetExceeded`. Rerunning the same command then finishes what is left.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ class RunnerConfig:
     of an episode (at least 1). One thread is the fastest for small students on shared cores:
     on the project's 2-core box under load, 2 threads made fast-twin episodes 10-25x slower."""
     gpus_per_episode: float = 0.0
-    """Ray ``num_gpus`` of each episode task; fractions pack many small students on one GPU."""
+    """Ray ``num_gpus`` of each episode task; fractions pack many small students on one GPU.
+    With 0, tiny students run on the CPU (see :func:`episode_device`)."""
     ray_address: str | None = None
     """Connect to this Ray cluster (e.g. ``ray://head:10001`` or ``auto``); None starts Ray
     locally. On a cluster, the run directory must be on a filesystem every node can write."""
@@ -199,14 +202,33 @@ def make_specs(
 # ---------------------------------------------------------------------------- one episode
 
 
+def episode_device(requested: str, gpus: float) -> str:
+    """The tiny student's ``StudentConfig.device`` for an episode task with ``gpus`` GPUs.
+
+    An explicit "cpu" or "cuda" is kept. "auto" becomes "cpu" when the task holds no GPU
+    share, so that an episode never takes a GPU it did not ask for (Ray does not hide GPUs from
+    tasks without one); with a share it stays "auto": the GPU Ray assigned (Ray sets
+    CUDA_VISIBLE_DEVICES for the task), or the CPU where torch sees none.
+    """
+    if requested != "auto":
+        return requested
+    return "auto" if gpus > 0 else "cpu"
+
+
 def execute_episode(
-    spec: EpisodeSpec, run_dir: str, export_dataset: bool = False, threads: int | None = None
+    spec: EpisodeSpec,
+    run_dir: str,
+    export_dataset: bool = False,
+    threads: int | None = None,
+    gpus: float = 0.0,
 ) -> dict[str, Any]:
     """Run one episode and return its results record; a Python error becomes a failed record.
 
     This is the body of a Ray task and of the serial loop alike. Every start is appended to the
     episode's ``attempts.jsonl`` first, so a record can say how many times its worker died.
-    ``threads`` sets torch's thread count for the episode (restored afterwards).
+    ``threads`` sets torch's thread count for the episode (restored afterwards). ``gpus`` is
+    the task's GPU share, which decides the student's device (:func:`episode_device`); the
+    summary's ``student_device`` says where the student ran.
     """
     import gymnasium as gym
     import torch
@@ -227,6 +249,9 @@ def execute_episode(
     try:
         write_json(out / "spec.json", spec.to_json())
         config = spec.config.replace(domain=spec.domain)
+        device = episode_device(config.student.device, gpus)
+        if device != config.student.device:
+            config = config.replace(student=dataclasses.replace(config.student, device=device))
         env = gym.make(spec.env_id, config=config, max_episode_steps=config.max_steps)
         policy = make_policy(spec.policy, config, seed=spec.seed)
         hook = _fault_hook(spec.fault) if spec.fault else None
@@ -242,7 +267,10 @@ def execute_episode(
             policy=spec.policy,
             env=spec.env_id,
             best_pool_items=len(samples),
+            student_device=str(getattr(env.unwrapped.student, "device", "n/a")),
         )
+        if gpus > 0:  # the GPUs Ray assigned to the task (empty outside Ray)
+            summary["gpu_ids"] = _assigned_gpus()
         write_json(out / "summary.json", summary)
         env.close()
         return make_record(
@@ -259,6 +287,17 @@ def execute_episode(
         )
     finally:
         torch.set_num_threads(before)
+
+
+def _assigned_gpus() -> list[str]:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+    except Exception:  # outside a Ray worker, or an older Ray: say nothing rather than fail
+        pass
+    return []
 
 
 def _fault_hook(fault: str) -> Callable[[dict[str, Any]], None]:
@@ -358,7 +397,14 @@ def _run_ray(
                 )
         except Exception as exc:
             where = config.ray_address or "a local instance"
-            raise RunnerError(f"could not start or reach Ray ({where}): {exc}") from exc
+            hint = ""
+            if config.ray_address and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = (
+                    "; clusters started with `ray start` use token authentication by default "
+                    "since Ray 2.59: set RAY_AUTH_MODE=token and give the cluster's token "
+                    "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)"
+                )
+            raise RunnerError(f"could not start or reach Ray ({where}): {exc}{hint}") from exc
         started = True
     task = ray.remote(execute_episode).options(
         num_cpus=config.cpus_per_episode,
@@ -373,7 +419,9 @@ def _run_ray(
         while queue or pending:
             while queue and len(pending) < config.workers:
                 spec = queue.pop()
-                ref = task.remote(spec, str(run_dir), config.export_dataset, threads)
+                ref = task.remote(
+                    spec, str(run_dir), config.export_dataset, threads, config.gpus_per_episode
+                )
                 pending[ref] = spec
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -407,11 +455,16 @@ def _failed(spec: EpisodeSpec, run_dir: Path, exc: Exception, tb: str | None) ->
 
 
 def _pin_run(run_dir: Path, specs: Sequence[EpisodeSpec]) -> None:
-    """Write ``run.json`` on first use; refuse a rerun whose env configuration differs."""
-    envs = {
-        s.experiment: {"fast": s.fast, "config": s.to_json()["config"] | {"domain": None}}
-        for s in specs
-    }
+    """Write ``run.json`` on first use; refuse a rerun whose env configuration differs.
+
+    The student's device is left out: like the backend, it says where episodes run, not what
+    they are (and run directories from before it existed stay resumable).
+    """
+    envs = {}
+    for s in specs:
+        config = s.to_json()["config"] | {"domain": None}
+        config["student"] = {k: v for k, v in config["student"].items() if k != "device"}
+        envs[s.experiment] = {"fast": s.fast, "config": config}
     path = run_dir / RUN_FILE
     pinned = json.loads(path.read_text())["experiments"] if path.exists() else {}
     for name, env in envs.items():

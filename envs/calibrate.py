@@ -43,6 +43,7 @@ from dataeng_gym.io import append_jsonl, read_jsonl, write_json
 def config_key(config: EnvConfig) -> str:
     """A short digest of the config fields a TRAIN's outcome depends on."""
     c = dataclasses.asdict(config)
+    c["student"].pop("device", None)  # where it trains, not what: keys from before stay valid
     keep = {
         k: c[k]
         for k in (

@@ -146,6 +146,7 @@ FAST = EnvConfig(
         base_steps=60,
         base_batch_size=32,
         eval_batch_size=256,
+        device="cpu",  # deterministic everywhere; a micro student gains nothing from a GPU
     ),
     base_items=2000,
     eval_public_limit=48,

@@ -2,7 +2,9 @@
 
 Every TRAIN action fine-tunes a fresh copy of one cached *base* student, so the reward measures
 what the curated data added and not what earlier actions left behind. Everything runs in float32
-on CPU and is deterministic: the same examples and seed give bitwise the same weights.
+and, on CPU, is deterministic: the same examples and seed give bitwise the same weights. On a
+GPU (``StudentConfig.device``) the same code runs there, without a host sync per training step,
+so that many tiny students can share one GPU; its results match the CPU's closely, not bitwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -29,6 +32,7 @@ from dataeng_gym.errors import ConfigError, MissingExtraError, StudentError
 
 __all__ = [
     "BOS_ID",
+    "DEVICES",
     "EOS_ID",
     "PAD_ID",
     "UNK_ID",
@@ -37,6 +41,7 @@ __all__ = [
     "StudentConfig",
     "TinyStudent",
     "char_tokenizer",
+    "resolve_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,8 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
 VOCAB_SIZE = len(SPECIAL_TOKENS) + 95  # printable ASCII 32..126, one token each
 _IGNORE = -100  # label of positions that carry no loss (prompt, BOS, padding)
 _CACHE_FORMAT = 1  # bump when the checkpoint layout or base training recipe changes
+DEVICES = ("auto", "cpu", "cuda")
+"""Values of StudentConfig.device."""
 
 # Fields that change the base checkpoint; the cache key hashes exactly these.
 _BASE_FIELDS = (
@@ -108,6 +115,12 @@ class StudentConfig:
         lora_alpha: LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).
         dropout: Dropout on the token embeddings while training. It is the randomness that
             the fine-tuning seed drives; 0 makes the seed irrelevant for full fine-tuning.
+        device: Where the student trains and answers: "auto" (CUDA when torch sees a GPU,
+            else CPU; the CPU in a Ray worker without a GPU share), "cpu", or "cuda" (an
+            error where there is none). Checked where the
+            student is built, which may be a Ray worker on another machine. Results on a GPU
+            match the CPU's closely but not bitwise (and dropout masks differ), so a GPU base
+            checkpoint is cached apart from the CPU one.
     """
 
     hidden_size: int = 64
@@ -129,6 +142,7 @@ class StudentConfig:
     lora_r: int = 0
     lora_alpha: int = 16
     dropout: float = 0.1
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         positive = (
@@ -182,6 +196,47 @@ class StudentConfig:
                 raise ConfigError(
                     f"StudentConfig.{name} must be in [0, 1), got {getattr(self, name)}"
                 )
+        if self.device not in DEVICES:
+            raise ConfigError(
+                f"StudentConfig.device must be one of {', '.join(DEVICES)}, got {self.device!r}"
+            )
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a StudentConfig.device value, as seen by this process.
+
+    "auto" is the CPU inside a Ray task or actor that holds no GPU share (an RLlib env runner,
+    say), even where torch sees a GPU: Ray does not hide GPUs from such workers, and a student
+    there would take GPU memory and time that Ray never accounted for.
+
+    Raises:
+        StudentError: "cuda" was asked for but torch sees no GPU here.
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StudentError(
+            "StudentConfig.device='cuda' but torch sees no CUDA GPU in this process "
+            f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use device='auto' to fall back "
+            "to the CPU, or run where a GPU is visible (on Ray: num_gpus > 0)"
+        )
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if device == "auto" and in_ray_worker_without_gpu():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def in_ray_worker_without_gpu() -> bool:
+    """Whether this process is a Ray worker (task or actor) that Ray gave no GPU share."""
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    if ray is None or not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:  # the driver: not placed by Ray
+        return False
+    return not context.get_accelerator_ids().get("GPU")
 
 
 @dataclass(frozen=True)
@@ -223,6 +278,9 @@ class TinyStudent:
     """A small Llama trained from scratch once (the base) and fine-tuned per TRAIN action.
 
     Not thread-safe: one instance owns one model whose weights each call overwrites.
+
+    Attributes:
+        device: Where it trains and answers (config.device resolved in this process).
     """
 
     def __init__(
@@ -237,6 +295,7 @@ class TinyStudent:
         if cache_dir is None:
             cache_dir = os.environ.get("DATAENG_GYM_CACHE") or Path.home() / ".cache/dataeng_gym"
         self.cache_dir = Path(cache_dir).expanduser()
+        self.device = resolve_device(config.device)
         self._llama_config = LlamaConfig(
             vocab_size=VOCAB_SIZE,
             hidden_size=config.hidden_size,
@@ -254,6 +313,7 @@ class TinyStudent:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._model = LlamaForCausalLM(self._llama_config).float()
+        self._model.to(self.device)
         self._base: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ base checkpoint
@@ -268,7 +328,9 @@ class TinyStudent:
                 "seed": self.seed,
                 "vocab": char_tokenizer().get_vocab(),
                 "config": fields,
-            },
+            }
+            # a GPU-trained base differs from the CPU's in its last bits: cache them apart
+            | ({"device": self.device.type} if self.device.type != "cpu" else {}),
             sort_keys=True,
         )
         digest = hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -341,9 +403,10 @@ class TinyStudent:
         """Train from a seeded random init on shuffled batches, so the base is reproducible."""
         cfg = self.config
         data = self._encode_examples(examples)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
             torch.manual_seed(self.seed)
             model = LlamaForCausalLM(self._llama_config).float()  # fresh init from the seed
+            model.to(self.device)
             order = _shuffled_batches(len(examples), cfg.base_batch_size, cfg.base_steps)
             _train(model, model.parameters(), data, order, cfg.base_steps, cfg.base_lr, 0.0, cfg)
         return _detached(model.state_dict())
@@ -371,7 +434,7 @@ class TinyStudent:
             slice((i % n_batches) * cfg.batch_size, (i % n_batches + 1) * cfg.batch_size)
             for i in range(steps)
         )
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
             torch.manual_seed(seed)
             if cfg.lora_r:
                 model, params = self._lora_model()
@@ -409,6 +472,7 @@ class TinyStudent:
         with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
             model = get_peft_model(base, lora)
+        model.to(self.device)
         return model, [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ inference
@@ -441,7 +505,7 @@ class TinyStudent:
         with torch.inference_mode():
             for start in range(0, len(order), cfg.eval_batch_size):
                 chunk = order[start : start + cfg.eval_batch_size]
-                texts = _greedy(model, [ids[i] for i in chunk], cfg.max_new_tokens)
+                texts = _greedy(model, [ids[i] for i in chunk], cfg.max_new_tokens, self.device)
                 for i, text in zip(chunk, texts, strict=True):
                     answers[i] = text
         return answers
@@ -504,41 +568,92 @@ def _train(
 
     The batch is right-padded with no attention mask: under the causal mask, real tokens never
     see the trailing pads, and SDPA keeps its fast is_causal path. Logits are computed only at
-    labelled positions, which skips the output head for prompts and padding.
+    labelled positions, which skips the output head for prompts and padding. Losses stay on the
+    device until the end and batches are prepared on the host first, so a GPU step never
+    waits for the host (see _batches_on).
     """
     core = _llama(model)
     params = list(params)
+    device = params[0].device if params else torch.device("cpu")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     warmup = math.ceil(cfg.warmup_ratio * steps)
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     tokens = 0
     model.train()
-    for step, index in enumerate(batches):
+    for step, (x, flat, y, n_tokens) in enumerate(_batches_on(device, _batches(data, batches))):
         if step < warmup:
             scale = (step + 1) / warmup
         else:
             scale = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
-        lengths = data.lengths[index]
-        width = int(lengths.max())
-        x = data.inputs[index, :width]
-        y = data.labels[index, :width]
         embeds = F.dropout(core.model.embed_tokens(x), cfg.dropout, training=cfg.dropout > 0)
         hidden = core.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
-        target = y >= 0
-        logits = core.lm_head(hidden[target])
-        loss = F.cross_entropy(logits, y[target])
+        logits = core.lm_head(hidden.reshape(-1, hidden.shape[-1])[flat])
+        loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-        tokens += int(lengths.sum())
+        losses.append(loss.detach())
+        tokens += n_tokens
     model.eval()
-    return losses, tokens
+    return (torch.stack(losses).tolist() if losses else []), tokens
 
 
-def _greedy(model: LlamaForCausalLM, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+_Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+
+
+def _batches(data: _Encoded, batches: Iterator[slice] | Iterator[torch.Tensor]) -> Iterator[_Batch]:
+    """Per step, computed on the host: inputs, labelled positions, their labels, token count.
+
+    Inputs are [B, W], cut to the longest row; the labelled positions are flat indices into
+    [B * W], which a GPU gathers without the host sync that a boolean mask costs.
+    """
+    for index in batches:
+        lengths = data.lengths[index]
+        width = int(lengths.max())
+        labels = data.labels[index, :width].reshape(-1)
+        flat = (labels >= 0).nonzero().squeeze(1)
+        yield data.inputs[index, :width], flat, labels[flat], int(lengths.sum())
+
+
+def _batches_on(device: torch.device, batches: Iterator[_Batch]) -> Iterator[_Batch]:
+    """The batches on device: on CPU as they come, on a GPU all of them in one copy."""
+    return batches if device.type == "cpu" else _packed(device, batches)
+
+
+def _packed(device: torch.device, batches: Iterator[_Batch]) -> Iterator[_Batch]:
+    """Every step's tensors in one pinned, asynchronous copy, yielded as views of it.
+
+    A whole TRAIN's batches are a few MB, so no step of the loop waits on a transfer.
+    """
+    steps = list(batches)
+    if not steps:
+        return
+    host = torch.cat([t.reshape(-1) for x, flat, y, _ in steps for t in (x, flat, y)])
+    if device.type == "cuda":
+        host = host.pin_memory()
+    buffer = host.to(device, non_blocking=True)
+    offset = 0
+    for x, flat, y, n_tokens in steps:
+        views = []
+        for t in (x, flat, y):
+            views.append(buffer[offset : offset + t.numel()].view(t.shape))
+            offset += t.numel()
+        yield views[0], views[1], views[2], n_tokens
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG a seeded block must fork (dropout runs there)."""
+    return [device.index if device.index is not None else 0] if device.type == "cuda" else []
+
+
+def _greedy(
+    model: LlamaForCausalLM,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    device: torch.device = torch.device("cpu"),  # noqa: B008 (immutable)
+) -> list[str]:
     """Greedy-decode one batch of token-id prompts with left padding and a KV cache."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), PAD_ID, dtype=torch.long)
@@ -547,6 +662,7 @@ def _greedy(model: LlamaForCausalLM, prompts: list[list[int]], max_new_tokens: i
         ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
     positions = (mask.cumsum(1) - 1).clamp_(min=0)
+    ids, mask, positions = (t.to(device) for t in (ids, mask, positions))
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )

@@ -74,7 +74,13 @@ def render_state(env: DataEngEnv, ask: str | None = None) -> str:
         f"TRAIN runs left: {env.train_left} of {cfg.train_budget}; "
         f"steps left: {cfg.max_steps - env.steps} of {cfg.max_steps}; "
         f"a TRAIN needs at least {cfg.min_train_items} usable items and uses the first "
-        f"{cfg.max_train_items}",
+        f"{cfg.max_train_items}"
+        + (
+            f"; each TRAIN also replays {cfg.replay_ratio:.0%} as many of the student's "
+            "original (general) training items, which protects the skills the pool leaves out"
+            if cfg.replay_ratio and cfg.student_kind == "tiny"
+            else ""
+        ),
         "",
         "## Pool",
         f"{stats['size']} items; verified {_pct(stats['verified_frac'])} "
