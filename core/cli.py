@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_protocol_args(p)
     add_llm_options(p, policy=False)
     p.set_defaults(func=cmd_protocol)
-    p = sub.add_parser("calibrate", help="record real TRAINs of random pools, fit the surrogate")
+    p = sub.add_parser("calibrate", help="record real TRAINs, fit the surrogate")
     p.add_argument("--domain", default="code", help="domain name (default: code)")
     p.add_argument("--pools", type=int, default=120, help="real TRAIN outcomes to record")
     p.add_argument("--out", required=True, help="directory for records.jsonl and surrogate.json")
