@@ -147,7 +147,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from dataeng_gym.envs.config import FAST, EnvConfig
 
     config = (FAST if args.fast else EnvConfig()).replace(domain=args.domain)
-    report = calibrate(config, args.pools, args.out, seed=args.seed, progress=main_progress)
+    report = calibrate(
+        config,
+        args.pools,
+        args.out,
+        seed=args.seed,
+        policies=tuple(args.policies),
+        policy_episodes=args.policy_episodes,
+        explore=args.explore,
+        progress=main_progress,
+    )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -279,12 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_protocol_args(p)
     add_llm_options(p, policy=False)
     p.set_defaults(func=cmd_protocol)
-    p = sub.add_parser("calibrate", help="record real TRAINs of random pools, fit the surrogate")
+    p = sub.add_parser("calibrate", help="record real TRAINs, fit the surrogate")
     p.add_argument("--domain", default="code", help="domain name (default: code)")
     p.add_argument("--pools", type=int, default=120, help="real TRAIN outcomes to record")
     p.add_argument("--out", required=True, help="directory for records.jsonl and surrogate.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="calibrate the fast twin's micro student")
+    p.add_argument("--policies", nargs="*", default=[], help="also record these policies' TRAINs")
+    p.add_argument("--policy-episodes", type=int, default=0, help="episodes per --policies entry")
+    p.add_argument("--explore", type=float, default=0.1, help="random-action rate in them")
     p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("train-policy", help="train a curation policy (PPO or behaviour cloning)")
     p.add_argument("--algo", choices=("ppo", "bc"), default="ppo")

@@ -1,15 +1,20 @@
-"""Record real TRAIN outcomes of the tiny student for varied random pools, and fit the surrogate.
+"""Record real TRAIN outcomes of the tiny student, and fit the surrogate to them.
 
-``dataeng-gym calibrate --domain code --pools 120 --out runs/calib`` runs the real env
-(:class:`~dataeng_gym.envs.data_env.DataEngEnv` with the tiny student) under a randomised
-curation script: random generation mixes over skills, difficulties and amounts, and random
-verifying, filtering, deduplication, decontamination, mixing weights and orders between TRAINs.
-Each TRAIN's training counts and per-skill public accuracy are appended to
-``records.jsonl`` as they are produced (a rerun resumes after the last one); then the surrogate is
-fitted on all but the held-out fifth of the records, evaluated there (mean absolute error in
-accuracy points against a constant predictor, rank correlation of predicted and real overall
-gains), refitted on everything and written to ``surrogate.json``, with the report in
-``report.json``.
+``dataeng-gym calibrate --domain code --pools 60 --policies weakest-skill uniform --out DIR``
+runs the real env (:class:`~dataeng_gym.envs.data_env.DataEngEnv` with the tiny student) two
+ways. *Random pools*: a randomised curation script (random generation mixes over skills,
+difficulties and amounts; random verifying, filtering, deduplication, decontamination, mixing
+weights and orders between TRAINs) covers the space broadly. *Policy pools*: whole episodes of
+the named policies, each action replaced by a random curation action with probability
+``explore``, record the TRAINs that good policies reach (DAgger-style: random pools alone
+rarely look like a clean, balanced pool, and the surrogate under-predicted exactly those).
+
+Each TRAIN's training counts and per-skill public accuracy are appended to ``records.jsonl``
+as they are produced (a rerun resumes); then the surrogate is fitted on four fifths of the
+records and evaluated on the other fifth (every fifth record, so every source is in both):
+mean absolute error in accuracy points against a constant predictor, and rank correlation of
+predicted and real overall gains. It is refitted on everything and written to
+``surrogate.json``, with the report in ``report-DOMAIN.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import dataclasses
 import hashlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +47,10 @@ def config_key(config: EnvConfig) -> str:
     keep = {
         k: c[k]
         for k in (
+            "domain",
             "student",
             "student_seed",
+            "replay_ratio",
             "base_items",
             "base_skill_mix",
             "base_difficulty_mix",
@@ -117,7 +124,11 @@ def record_pools(
     path = Path(out) / "records.jsonl"
     key = config_key(config)
     config = config.replace(max_steps=1000)  # room for every round; the outcome ignores it
-    records = [r for r in read_jsonl(path) if r["config_key"] == key] if path.exists() else []
+    records = [
+        r
+        for r in (read_jsonl(path) if path.exists() else [])
+        if r["config_key"] == key and r.get("source", "random") == "random"
+    ]
     done = {(r["episode"], r["train"]) for r in records if r.get("seed", 0) == seed}
     env = DataEngEnv(config)
     episode = 0
@@ -170,6 +181,90 @@ def record_pools(
     return records[:pools]
 
 
+POLICY_SEEDS = 50_000
+"""Policy-pool episodes start from seed ``POLICY_SEEDS + 1000 * policy + episode`` (away from
+the evaluation seeds 10,000+ of ``experiments/train_ppo.py``)."""
+
+
+def record_policy_pools(
+    config: EnvConfig,
+    policies: Sequence[str],
+    episodes: int,
+    out: str | Path,
+    *,
+    explore: float = 0.1,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Record the TRAINs of ``episodes`` episodes of each policy to ``out/records.jsonl``.
+
+    With probability ``explore`` an action is replaced by a random curation action (never
+    TRAIN or SUBMIT), so the records cover the neighbourhood of the policy's pools. Episodes
+    already in the file are skipped; returns this call's policy records (old and new).
+    """
+    from dataeng_gym.policies import make_policy
+
+    if not 0 <= explore < 1:
+        raise ValueError(f"explore must be in [0, 1), got {explore}")
+    path = Path(out) / "records.jsonl"
+    key = config_key(config)
+    old = [r for r in read_jsonl(path) if r["config_key"] == key] if path.exists() else []
+    done = {(r.get("source"), r["episode"]) for r in old}
+    records = [r for r in old if r.get("source") in policies and r["episode"] < episodes]
+    env = DataEngEnv(config)
+    start = time.perf_counter()
+    for k, name in enumerate(policies):
+        policy = make_policy(name, config, seed=k)
+        for episode in range(episodes):
+            if (name, episode) in done:
+                continue
+            seed = POLICY_SEEDS + 1000 * k + episode
+            rng = np.random.default_rng([seed, 11])
+            obs, info = env.reset(seed=seed)
+            policy.reset(seed)
+            new: list[dict[str, Any]] = []
+            while not env.done:
+                action = policy.act(obs, info)
+                if rng.random() < explore:
+                    action = {name_: int(v) for name_, v in env.action_space.sample().items()}
+                    action["op"] = int(rng.integers(int(Op.TRAIN)))  # GENERATE .. ORDER
+                if int(action["op"]) != int(Op.TRAIN):
+                    obs, _, _, _, info = env.step(action)
+                    continue
+                assert env.domain is not None
+                samples = gated_training_samples(env)
+                counts, position = training_counts(samples, env.domain.skill_names)
+                obs, _, _, _, info = env.step(action)
+                if info["invalid_action"]:
+                    continue
+                result = info["result"]
+                new.append(
+                    {
+                        "config_key": key,
+                        "domain": config.domain,
+                        "source": name,
+                        "seed": seed,
+                        "episode": episode,
+                        "train": len(new),
+                        "order": env.pool.order,
+                        "counts": counts.tolist(),
+                        "position": position.tolist(),
+                        "per_skill": [result["per_skill"][s] for s in env.domain.skill_names],
+                        "public": result["public"],
+                        "base_public": env.base_eval.score,
+                    }
+                )
+            for record in new:  # a whole episode at once, so a rerun never duplicates one
+                append_jsonl(path, record)
+            records.extend(new)
+            if progress:
+                best = max([r["public"] for r in new], default=float("nan"))
+                progress(
+                    f"[{time.perf_counter() - start:6.0f}s] {name} episode {episode + 1}/"
+                    f"{episodes}: {len(new)} TRAINs, best public {100 * best:.1f}"
+                )
+    return records
+
+
 def base_scores(config: EnvConfig) -> dict[str, Any]:
     """The base student's per-skill public and private accuracy and split sizes per skill."""
     from dataeng_gym.envs.data_env import _subset, evaluate
@@ -195,16 +290,26 @@ def calibrate(
     out: str | Path,
     *,
     seed: int = 0,
-    holdout: float = 0.2,
+    policies: Sequence[str] = (),
+    policy_episodes: int = 0,
+    explore: float = 0.1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Record pools, fit the surrogate, report its held-out error; write surrogate.json."""
+    """Record random and policy pools, fit the surrogate, report its held-out error.
+
+    Writes ``surrogate.json`` (keeping other domains already in it) and ``report-DOMAIN.json``.
+    """
     out = Path(out)
     records = record_pools(config, pools, out, seed=seed, progress=progress)
+    if policies and policy_episodes:
+        records += record_policy_pools(
+            config, policies, policy_episodes, out, explore=explore, progress=progress
+        )
     base = base_scores(config)
     skills = base["skills"]
-    n_test = max(2, int(round(holdout * len(records))))
-    train, test = records[:-n_test], records[-n_test:]
+    test_mask = np.arange(len(records)) % 5 == 4
+    train = [r for r, t in zip(records, test_mask) if not t]
+    test = [r for r, t in zip(records, test_mask) if t]
     key = config_key(config)
     model = fit_surrogate(train, domain=config.domain, skills=skills, base=base, config_key=key)
     y = np.asarray([r["per_skill"] for r in test])
@@ -229,6 +334,17 @@ def calibrate(
         "overall_mae_points": float(100 * np.mean(np.abs(np.subtract(pred_gain, real_gain)))),
         "spearman_gain": spearman(pred_gain, real_gain),
         "per_skill_mae_points": (100 * np.abs(pred - y).mean(axis=0)).tolist(),
+        "sources": {
+            source: {
+                "test_records": int(sum(m)),
+                "mae_points": float(100 * np.abs(pred[m] - y[m]).mean()),
+                "overall_mae_points": float(
+                    100 * np.mean(np.abs(np.subtract(pred_gain, real_gain))[m])
+                ),
+            }
+            for source in sorted({r.get("source", "random") for r in test})
+            for m in [np.array([r.get("source", "random") == source for r in test])]
+        },
     }
     final = fit_surrogate(records, domain=config.domain, skills=skills, base=base, config_key=key)
     path = out / "surrogate.json"

@@ -168,30 +168,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             )
         self.render_mode = render_mode
         self._teacher_override = teacher
-        n = MAX_SKILLS
-        unit = spaces.Box(0.0, 1.0, (n,), np.float32)
-        self.observation_space = spaces.Dict(
-            {
-                "skill_acc": unit,
-                "base_skill_acc": unit,
-                "skill_mask": unit,
-                "pool_counts": spaces.Box(0.0, 1.0, (n, len(DIFFICULTIES)), np.float32),
-                "pool_stats": spaces.Box(0.0, 1.0, (5,), np.float32),
-                "mix_weights": spaces.Box(0.0, max(MIX_WEIGHTS), (n,), np.float32),
-                "order": spaces.Box(0.0, 1.0, (len(ORDERS),), np.float32),
-                "budgets": spaces.Box(0.0, 1.0, (3,), np.float32),
-                "scores": spaces.Box(0.0, 1.0, (3,), np.float32),
-            }
-        )
-        self.action_space = spaces.Dict(
-            {
-                "op": spaces.Discrete(len(Op)),
-                "skill": spaces.Discrete(n),
-                "difficulty": spaces.Discrete(len(DIFFICULTIES)),
-                "amount": spaces.Discrete(len(self.config.amounts)),
-                "param": spaces.Discrete(4),
-            }
-        )
+        self.observation_space, self.action_space = structured_spaces(self.config)
         self._students: dict[str, TinyStudent] = {}
         self.domain: Domain | None = None
 
@@ -624,6 +601,39 @@ def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:
         assert ex is not None
         out.append(ex)
     return out
+
+
+def structured_spaces(config: EnvConfig) -> tuple[spaces.Dict, spaces.Dict]:
+    """The observation and action spaces of DataEng-v1 (and of its simulated twin).
+
+    One definition for both envs: a policy trained in one acts in the other, and a saved
+    RLlib checkpoint's flattening order depends on the observation space.
+    """
+    n = MAX_SKILLS
+    unit = spaces.Box(0.0, 1.0, (n,), np.float32)
+    observation = spaces.Dict(
+        {
+            "skill_acc": unit,
+            "base_skill_acc": unit,
+            "skill_mask": unit,
+            "pool_counts": spaces.Box(0.0, 1.0, (n, len(DIFFICULTIES)), np.float32),
+            "pool_stats": spaces.Box(0.0, 1.0, (5,), np.float32),
+            "mix_weights": spaces.Box(0.0, max(MIX_WEIGHTS), (n,), np.float32),
+            "order": spaces.Box(0.0, 1.0, (len(ORDERS),), np.float32),
+            "budgets": spaces.Box(0.0, 1.0, (3,), np.float32),
+            "scores": spaces.Box(0.0, 1.0, (3,), np.float32),
+        }
+    )
+    action = spaces.Dict(
+        {
+            "op": spaces.Discrete(len(Op)),
+            "skill": spaces.Discrete(n),
+            "difficulty": spaces.Discrete(len(DIFFICULTIES)),
+            "amount": spaces.Discrete(len(config.amounts)),
+            "param": spaces.Discrete(4),
+        }
+    )
+    return observation, action
 
 
 ARGUMENTS: dict[Op, tuple[str, ...]] = {

@@ -20,11 +20,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from dataeng_gym import rewards
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.envs.data_env import ARGUMENTS, MAX_SKILLS, Op
+from dataeng_gym.envs.data_env import ARGUMENTS, MAX_SKILLS, Op, structured_spaces
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.envs.surrogate import KINDS, Surrogate, load_surrogate
@@ -109,30 +108,7 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         self._surrogates: dict[str, Surrogate] = {}
         if surrogate is not None:
             self._surrogates[surrogate.domain] = surrogate
-        n = MAX_SKILLS
-        unit = spaces.Box(0.0, 1.0, (n,), np.float32)
-        self.observation_space = spaces.Dict(
-            {
-                "skill_acc": unit,
-                "base_skill_acc": unit,
-                "skill_mask": unit,
-                "pool_counts": spaces.Box(0.0, 1.0, (n, len(DIFFICULTIES)), np.float32),
-                "pool_stats": spaces.Box(0.0, 1.0, (5,), np.float32),
-                "mix_weights": spaces.Box(0.0, max(MIX_WEIGHTS), (n,), np.float32),
-                "order": spaces.Box(0.0, 1.0, (len(ORDERS),), np.float32),
-                "budgets": spaces.Box(0.0, 1.0, (3,), np.float32),
-                "scores": spaces.Box(0.0, 1.0, (3,), np.float32),
-            }
-        )
-        self.action_space = spaces.Dict(
-            {
-                "op": spaces.Discrete(len(Op)),
-                "skill": spaces.Discrete(n),
-                "difficulty": spaces.Discrete(len(DIFFICULTIES)),
-                "amount": spaces.Discrete(len(self.config.amounts)),
-                "param": spaces.Discrete(4),
-            }
-        )
+        self.observation_space, self.action_space = structured_spaces(self.config)
         self.model: Surrogate | None = None
 
     def _surrogate(self, domain: str) -> Surrogate:

@@ -3,7 +3,8 @@
     .venv/bin/python experiments/train_ppo.py --out runs/train_ppo            # full run
     .venv/bin/python experiments/train_ppo.py --as-test --out runs/ci-ppo     # CI: tiny budget
 
-Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env;
+Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env and
+(``--bc-real-episodes``) in the real env, so the cloned net has seen real observations too;
 (2) PPO (RLlib, new API stack) on DataEng-v1 with ``student_kind="simulated"`` (the count-level
 twin and the surrogate fitted by ``dataeng-gym calibrate``), its actor warm-started from BC;
 (3) every policy (random, uniform, weakest-skill, BC, PPO) on held-out seeds, in the simulated
@@ -12,8 +13,9 @@ env and in the REAL env with the tiny student; each episode's summary is appende
 ``results.csv``: mean and 95% confidence interval of the private gain per policy and domain,
 on real and simulated students, and their gap.
 
-Expected: on the simulated student PPO approaches weakest-skill and beats random and uniform;
-on the real student the ranking holds only as far as the surrogate is right (the gap column).
+Expected (docs/results.md, DataEng-v1): PPO beats random and uniform on the real student in
+every domain and matches weakest-skill on finance; on code and science it stays below it,
+because the surrogate under-predicts what later TRAINs on more data add.
 """
 
 from __future__ import annotations
@@ -46,20 +48,30 @@ class Args:
     """Domains to train and evaluate on (each needs a calibrated surrogate)."""
     simulator: str = str(SHIPPED_SURROGATE)
     """The surrogate.json of `dataeng-gym calibrate`."""
-    iterations: int = 40
+    iterations: int = 20
     """PPO iterations on the simulated student."""
     batch_size: int = 2000
     """Env steps per PPO iteration."""
-    workers: int = 1
-    """RLlib env runners."""
+    workers: int = 0
+    """RLlib env runners (0: sample in the driver; the simulated env is fast, and on a busy
+    2-core machine a remote runner took about 4 minutes per 2,000-step iteration)."""
     lr: float = 1e-4
     """PPO learning rate (small: it fine-tunes the behaviour-cloned actor)."""
-    entropy_coeff: float = 0.003
-    """PPO entropy bonus."""
+    entropy_coeff: float = 0.0
+    """PPO entropy bonus (0: the cloned actor already explores enough)."""
+    cost_terms: bool = False
+    """Keep the teacher and TRAIN cost terms in PPO's training reward. Off by default: PPO
+    trains on the gain alone (the evaluation metric; invalid-action penalties stay). The
+    surrogate under-predicts what more data and later TRAINs add, so against the costs PPO
+    learned to generate and TRAIN less than the real student rewards (docs/results.md)."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
     bc_episodes: int = 50
     """weakest-skill episodes (simulated) that behaviour cloning learns from."""
+    bc_real_episodes: int = 8
+    """weakest-skill episodes in the REAL env (seeds 20_000+) added to BC's demonstrations:
+    the real student's per-skill scores fall outside what the surrogate predicts, and a net
+    cloned on simulated observations alone picks other skills there."""
     bc_epochs: int = 600
     """Behaviour-cloning epochs."""
     episodes: int = 20
@@ -68,12 +80,15 @@ class Args:
     """Held-out episodes per policy per domain on the REAL tiny student (0: skip it)."""
     policies: tuple[str, ...] = ("random", "uniform", "weakest-skill", "bc", "ppo")
     """Policies to evaluate."""
+    students: tuple[str, ...] = ("simulated", "tiny")
+    """Students to evaluate on ("tiny" alone needs no surrogate for the baselines)."""
     seed: int = 0
     """Seed of PPO, BC and the random baseline."""
     track: bool = False
     """Log PPO to W&B (offline)."""
     as_test: bool = False
-    """Tiny budget for CI: 2 PPO iterations of 400 steps, 1 real episode per policy."""
+    """Tiny budget for CI: 2 PPO iterations of 400 steps, 1 real demonstration episode for
+    BC, 1 real evaluation episode per policy."""
     env_overrides: dict = field(default_factory=dict)
     """EnvConfig changes for training and evaluation (as-test shrinks the real episode)."""
 
@@ -98,6 +113,7 @@ def parse_args() -> Args:
     if args.as_test:
         args.iterations, args.batch_size, args.workers = 2, 400, 0
         args.bc_episodes, args.bc_epochs, args.episodes, args.real_episodes = 5, 100, 2, 1
+        args.bc_real_episodes = 1
         args.env_overrides = {"train_budget": 2, "max_steps": 30}
     return args
 
@@ -125,6 +141,27 @@ def main(args: Args) -> None:
             o, t = record_demonstrations(env, demo, range(args.bc_episodes), d)
             obs.append(o)
             targets.append(t)
+        real_demos = out / "bc_real_demos.npz"
+        if args.bc_real_episodes and not real_demos.exists():
+            real_env, seeds = (
+                make_data_env(real_config),
+                range(20_000, 20_000 + args.bc_real_episodes),
+            )
+            parts = [record_demonstrations(real_env, demo, seeds, d) for d in args.domains]
+            o = np.concatenate([p[0] for p in parts])
+            out.mkdir(parents=True, exist_ok=True)
+            partial = out / "bc_real_demos.partial.npz"
+            np.savez(
+                partial,
+                obs=o,
+                **{k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
+            )
+            partial.replace(real_demos)  # atomically: a rerun never loads half a file
+            say(f"BC: {len(o)} real demonstration steps ({args.bc_real_episodes} episodes)")
+        if args.bc_real_episodes:
+            saved = np.load(real_demos)
+            obs.append(saved["obs"])
+            targets.append({k: saved[k] for k in targets[0]})
         all_targets = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
         report = train_bc(
             np.concatenate(obs),
@@ -142,7 +179,7 @@ def main(args: Args) -> None:
     ppo_dir = out / "ppo"
     if "ppo" in args.policies and not (ppo_dir / "summary.json").exists():
         settings = PPOSettings(
-            env=sim_config,
+            env=sim_config if args.cost_terms else sim_config.replace(teacher_cost=0, train_cost=0),
             domains=args.domains,
             iterations=args.iterations,
             workers=args.workers,
@@ -164,7 +201,7 @@ def main(args: Args) -> None:
         else set()
     )
     names = {"ppo": f"ppo:{ppo_dir}", "bc": f"bc:{bc_dir}"}
-    for student in ("simulated", "tiny"):
+    for student in args.students:
         config = sim_config if student == "simulated" else real_config
         env = make_data_env(config)
         for policy_name in args.policies:

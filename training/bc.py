@@ -304,14 +304,38 @@ def load_bc(path: str | Path) -> tuple[BCNet, dict[str, Any]]:
     return net, meta
 
 
-class BCPolicy:
-    """A behaviour-cloned net as a policy: greedy on each head.
+class OpMemory:
+    """Greedy acting without loops: do not repeat an op in a state it did not change.
 
     Greedy cloning compounds its errors: an action that changes nothing (an invalid TRAIN, a
-    DEDUP of a clean pool) leaves the observation as it was, so it would repeat until the step
-    budget ends. While the pool and budgets stay unchanged, the policy does not repeat an op it
-    already took there; it takes its next-ranked op instead.
+    DEDUP of a clean pool) leaves the observation as it was, so a greedy policy would repeat
+    it until the step budget ends (a sampling policy escapes by chance). While the pool and
+    budgets stay unchanged, the op already taken there is skipped for the next-ranked one.
+    Both greedy learned policies (BC and PPO) act through it.
     """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the ops tried in the last episode's final state."""
+        self.state: bytes = b""
+        self.tried: set[int] = set()
+
+    def choose(self, op_logits: torch.Tensor, observation: dict[str, np.ndarray]) -> int:
+        """The best-ranked op not yet tried in this state (SUBMIT when all were)."""
+        state = observation["pool_counts"].tobytes() + observation["budgets"][:2].tobytes()
+        if state != self.state:
+            self.state, self.tried = state, set()
+        ranked = [int(o) for o in torch.argsort(op_logits.flatten(), descending=True)]
+        fresh = [o for o in ranked if o not in self.tried]
+        op = fresh[0] if fresh else int(Op.SUBMIT)
+        self.tried.add(op)
+        return op
+
+
+class BCPolicy:
+    """A behaviour-cloned net as a policy: greedy on each head, ops through :class:`OpMemory`."""
 
     def __init__(
         self, path: str | Path, config: EnvConfig | None = None, seed: int | None = None
@@ -322,25 +346,18 @@ class BCPolicy:
                 f"the BC policy at {str(path)!r} was trained with amounts {meta['amounts']}, "
                 f"the env uses {list(config.amounts)}"
             )
-        self.reset()
+        self.memory = OpMemory()
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the ops tried in the last episode's final state."""
-        self.state: bytes = b""
-        self.tried: set[int] = set()
+        self.memory.reset()
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, int]:
         x = torch.as_tensor(flatten_observation(observation))[None]
         with torch.no_grad():
             logits = self.net(x)
-        state = observation["pool_counts"].tobytes() + observation["budgets"][:2].tobytes()
-        if state != self.state:
-            self.state, self.tried = state, set()
         action = {h: int(lg[0].argmax()) for h, lg in zip(HEADS, logits)}
-        ranked = [int(o) for o in torch.argsort(logits[HEADS.index("op")][0], descending=True)]
-        fresh = [o for o in ranked if o not in self.tried]
-        action["op"] = fresh[0] if fresh else int(Op.SUBMIT)
-        self.tried.add(action["op"])
+        action["op"] = self.memory.choose(logits[HEADS.index("op")], observation)
         return action
 
 
@@ -369,4 +386,13 @@ def warm_start(algo: Any, path: str | Path) -> None:
                 params[n].copy_(p.to(params[n].device))
 
     algo.learner_group.foreach_learner(copy)
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
+    # A synchronous push to every env runner: ``sync_weights`` sends asynchronously and a
+    # remote runner could sample its first batch with the random initial weights.
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
+
+    state = algo.learner_group.get_state(
+        components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True
+    )[COMPONENT_LEARNER][COMPONENT_RL_MODULE]
+    algo.env_runner_group.foreach_env_runner(
+        lambda runner: runner.set_state({COMPONENT_RL_MODULE: state})
+    )

@@ -274,13 +274,18 @@ def _module_path(path: Path) -> Path:
 
 def observation_space(amounts: Sequence[int]) -> Any:
     """DataEng-v1's observation space (the flattening order depends on it)."""
-    from dataeng_gym.envs.simulated import SimulatedDataEngEnv
+    from dataeng_gym.envs.data_env import structured_spaces
 
-    return SimulatedDataEngEnv(EnvConfig(amounts=tuple(amounts))).observation_space
+    return structured_spaces(EnvConfig(amounts=tuple(amounts)))[0]
 
 
 class PPOPolicy:
-    """A PPO checkpoint as a policy: flatten the observation, take the most likely action."""
+    """A PPO checkpoint as a policy: flatten the observation, take the most likely action.
+
+    The op goes through :class:`~dataeng_gym.training.bc.OpMemory` (no repeats of an op in a
+    state it did not change), as for the behaviour-cloned policy: without it, a greedy policy
+    that learned from sampled episodes can loop on a no-op until the step budget ends.
+    """
 
     def __init__(
         self, path: str | Path, config: EnvConfig | None = None, seed: int | None = None
@@ -299,6 +304,7 @@ class PPOPolicy:
                 "`dataeng-gym train-policy --algo ppo --out DIR` and pass DIR"
             )
         meta = json.loads(meta_path.read_text())
+        self.amounts = tuple(meta["amounts"])
         if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
             raise DataEngError(
                 f"the PPO policy at {str(path)!r} was trained with amounts {meta['amounts']}, "
@@ -308,9 +314,13 @@ class PPOPolicy:
         self.module.eval()
         self.struct = get_base_struct_from_space(observation_space(meta["amounts"]))
         self.dist_cls = self.module.get_inference_action_dist_cls()
+        from dataeng_gym.training.bc import OpMemory
+
+        self.memory = OpMemory()
 
     def reset(self, seed: int | None = None) -> None:
-        """PPO acts greedily: nothing to reset."""
+        """Forget the ops tried in the last episode's final state."""
+        self.memory.reset()
 
     def flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The observation as the FlattenObservations connector feeds it to the module."""
@@ -327,6 +337,12 @@ class PPOPolicy:
         obs = torch.from_numpy(self.flatten(observation)[None])
         with torch.no_grad():
             out = self.module.forward_inference({Columns.OBS: obs})
-        dist = self.dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
-        sample = dist.sample()
-        return {k: int(v[0]) for k, v in sample.items()}
+        logits = out[Columns.ACTION_DIST_INPUTS]
+        dist = self.dist_cls.from_logits(logits).to_deterministic()
+        action = {k: int(v[0]) for k, v in dist.sample().items()}
+        from dataeng_gym.training.bc import HEADS, head_sizes
+
+        sizes = head_sizes(EnvConfig(amounts=tuple(self.amounts)))
+        start = sum(sizes[h] for h in HEADS[: HEADS.index("op")])
+        action["op"] = self.memory.choose(logits[0, start : start + sizes["op"]], observation)
+        return action

@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import dataeng_gym  # noqa: F401  (registers the envs)
-from dataeng_gym.envs.calibrate import gated_training_samples, record_pools
+from dataeng_gym.envs.calibrate import gated_training_samples, record_policy_pools, record_pools
 from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op
 from dataeng_gym.envs.simulated import SimulatedDataEngEnv
@@ -18,6 +18,7 @@ from dataeng_gym.envs.surrogate import (
     SurrogateError,
     fit_surrogate,
     load_surrogate,
+    save_surrogates,
     spearman,
     training_counts,
 )
@@ -42,7 +43,7 @@ def act(op, skill=0, difficulty=0, amount=0, param=0):
 
 def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
     records = list(read_jsonl(RECORDS))
-    assert len(records) >= 40
+    assert len(records) >= 30
     shipped = load_surrogate(SHIPPED_SURROGATE, "code")
     base = {
         k: getattr(shipped, k)
@@ -75,8 +76,12 @@ def test_bad_simulator_path_and_unknown_domain_are_clear_errors(tmp_path):
     env = SimulatedDataEngEnv(SIM.replace(simulator_path=str(tmp_path / "none.json")))
     with pytest.raises(SurrogateError, match="dataeng-gym calibrate"):
         env.reset(seed=0)
+    code_only = tmp_path / "code.json"
+    save_surrogates(code_only, {"code": load_surrogate(SHIPPED_SURROGATE, "code")})
     with pytest.raises(SurrogateError, match="science"):
-        SimulatedDataEngEnv(SIM).reset(seed=0, options={"domain": "science"})
+        SimulatedDataEngEnv(SIM.replace(simulator_path=str(code_only))).reset(
+            seed=0, options={"domain": "science"}
+        )
     with pytest.raises(ValueError, match="simulated"):
         DataEngEnv(SIM)
 
@@ -114,13 +119,16 @@ def test_curation_operations_move_counts_like_the_real_pool():
     assert not np.allclose(env.acc, env.base_acc)  # the surrogate student moved
 
 
-def test_simulated_student_ranks_the_baselines_like_the_real_one():
-    # real student, code, 5 seeds (docs/results.md): weakest-skill +14.2 > uniform +0.9 > random 0
+@pytest.mark.parametrize("domain", ["code", "science", "finance"])
+def test_simulated_student_ranks_the_baselines_like_the_real_one(domain):
+    # real student (DataEng-v1, docs/results.md): weakest-skill > uniform > random = 0 on each
     env = SimulatedDataEngEnv(SIM)
     gains = {}
     for name in ("weakest-skill", "uniform", "random"):
         policy = make_policy(name, SIM, seed=0)
-        gains[name] = np.mean([run_episode(env, policy, seed=s)["gain_abs"] for s in range(10)])
+        gains[name] = np.mean(
+            [run_episode(env, policy, seed=s, domain=domain)["gain_abs"] for s in range(10)]
+        )
     assert gains["weakest-skill"] > gains["uniform"] > gains["random"] >= 0, gains
 
 
@@ -145,3 +153,18 @@ def test_calibration_records_persist_and_resume(tmp_path):
     again = record_pools(config, 3, tmp_path, seed=1)  # resumes: nothing new to record
     assert again == records
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3
+
+
+def test_policy_pools_record_each_train_of_whole_episodes_and_resume(tmp_path):
+    config = FAST.replace(train_budget=2)
+    records = record_policy_pools(config, ["weakest-skill"], 1, tmp_path, explore=0.2)
+    assert [r["train"] for r in records] == list(range(len(records))) and records
+    assert {r["source"] for r in records} == {"weakest-skill"}
+    for r in records:  # the counts are the items that TRAIN saw
+        assert config.min_train_items <= np.sum(r["counts"]) <= config.max_train_items
+    random_pools = record_pools(config, 1, tmp_path, seed=1)  # its own source, same file
+    assert [r.get("source", "random") for r in random_pools] == ["random"]
+    again = record_policy_pools(config, ["weakest-skill"], 1, tmp_path, explore=0.2)
+    assert again == records  # resumed: the episode is not run again
+    with pytest.raises(ValueError, match="explore"):
+        record_policy_pools(config, ["uniform"], 1, tmp_path, explore=1.5)

@@ -79,3 +79,22 @@ def test_train_policy_cli_clones_recorded_episodes(tmp_path, capsys):
     assert (tmp_path / "bc" / "policy.json").is_file()
     assert '"agreement"' in capsys.readouterr().out
     assert main([*argv[:-3], "--episodes", str(tmp_path / "nothing")]) == 2
+
+
+def test_op_memory_never_repeats_an_op_in_an_unchanged_state():
+    import torch
+
+    from dataeng_gym.envs.data_env import Op
+    from dataeng_gym.training.bc import OpMemory
+
+    env = SimulatedDataEngEnv(SIM)
+    obs, _ = env.reset(seed=0)
+    memory = OpMemory()
+    logits = torch.arange(len(Op), dtype=torch.float32)  # SUBMIT ranked first, GENERATE last
+    chosen = [memory.choose(logits, obs) for _ in range(len(Op) + 1)]
+    assert chosen[: len(Op)] == list(range(len(Op)))[::-1]  # each op once, best first
+    assert chosen[-1] == int(Op.SUBMIT)  # all tried: submit
+    obs, *_ = env.step(
+        {"op": int(Op.GENERATE), "skill": 0, "difficulty": 0, "amount": 0, "param": 0}
+    )
+    assert memory.choose(logits, obs) == int(Op.SUBMIT)  # a changed state forgets the tried ops

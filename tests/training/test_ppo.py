@@ -90,3 +90,36 @@ def test_missing_checkpoint_and_amount_mismatch_are_clear_errors(trained, tmp_pa
         make_policy(f"ppo:{tmp_path}", TASK)
     with pytest.raises(DataEngError, match="amounts"):
         make_policy(f"ppo:{out}", TASK.replace(amounts=(1, 2, 3, 4)))
+
+
+def test_warm_start_reaches_a_remote_env_runner(ray_session, tmp_path):
+    import torch
+
+    from dataeng_gym.training.bc import (
+        BCSettings,
+        load_bc,
+        record_demonstrations,
+        train_bc,
+        warm_start,
+    )
+    from dataeng_gym.training.ppo import PPOSettings, build_algorithm
+
+    env = SimulatedDataEngEnv(TASK)
+    obs, targets = record_demonstrations(env, make_policy("weakest-skill", TASK), range(3), "code")
+    train_bc(obs, targets, TASK, BCSettings(epochs=5), tmp_path / "bc")
+    algo = build_algorithm(PPOSettings(env=TASK, workers=1, batch_size=200, minibatch_size=100))
+    try:
+        warm_start(algo, tmp_path / "bc")
+        net, _ = load_bc(tmp_path / "bc")
+        first = next(net.parameters()).detach()
+        remote = algo.env_runner_group.foreach_env_runner(
+            lambda r: (
+                next(p for n, p in r.module.named_parameters() if "actor_encoder" in n)
+                .detach()
+                .clone()
+            ),
+            local_env_runner=False,
+        )
+        assert len(remote) == 1 and torch.allclose(remote[0], first)
+    finally:
+        algo.stop()
