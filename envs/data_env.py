@@ -437,37 +437,17 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     def _observation(self) -> dict[str, np.ndarray]:
         assert self.domain is not None
         skills = self.domain.skill_names
-        n = len(skills)
-
-        def per_skill(values: dict[str, float]) -> np.ndarray:
-            out = np.zeros(MAX_SKILLS, np.float32)
-            out[:n] = [values[s] for s in skills]
-            return out
-
-        cfg = self.config
-        counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
-        counts[:n] = self.pool.counts() / cfg.teacher_budget
-        stats = self.pool_stats
-        return {
-            "skill_acc": per_skill(self.last_eval.per_skill),
-            "base_skill_acc": per_skill(self.base_eval.per_skill),
-            "skill_mask": per_skill(dict.fromkeys(skills, 1.0)),
-            "pool_counts": counts,
-            "pool_stats": np.array([stats[k] for k in _POOL_STATS], dtype=np.float32),
-            "mix_weights": per_skill(self.pool.weights),
-            "order": np.eye(len(ORDERS), dtype=np.float32)[ORDERS.index(self.pool.order)],
-            "budgets": np.array(
-                [
-                    self.teacher_left / cfg.teacher_budget,
-                    self.train_left / cfg.train_budget,
-                    1 - self.steps / cfg.max_steps,
-                ],
-                dtype=np.float32,
-            ),
-            "scores": np.array(
-                [self.best_public, self.last_eval.score, self.base_eval.score], dtype=np.float32
-            ),
-        }
+        return structured_observation(
+            self.config,
+            acc=[self.last_eval.per_skill[k] for k in skills],
+            base_acc=[self.base_eval.per_skill[k] for k in skills],
+            counts=self.pool.counts(),
+            stats=self.pool_stats,
+            weights=[self.pool.weights[k] for k in skills],
+            order=self.pool.order,
+            used=(self.teacher_left, self.train_left, self.steps),
+            scores=(self.best_public, self.last_eval.score, self.base_eval.score),
+        )
 
     def _info(
         self, error: str | None, terms: dict[str, float], result: dict[str, Any]
@@ -601,6 +581,54 @@ def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:
         assert ex is not None
         out.append(ex)
     return out
+
+
+def structured_observation(
+    config: EnvConfig,
+    *,
+    acc: Sequence[float],
+    base_acc: Sequence[float],
+    counts: np.ndarray,
+    stats: dict[str, float],
+    weights: Sequence[float],
+    order: str,
+    used: tuple[int, int, int],
+    scores: tuple[float, float, float],
+) -> dict[str, np.ndarray]:
+    """The observation of :func:`structured_spaces`, from per-skill values in skill order.
+
+    One builder for DataEngEnv and its simulated twin, so that a policy sees the same
+    encoding in both. ``counts`` are pool items per [skill, difficulty]; ``used`` is
+    (teacher samples left, TRAIN runs left, steps taken).
+    """
+    n = len(acc)
+
+    def per_skill(values: Sequence[float]) -> np.ndarray:
+        out = np.zeros(MAX_SKILLS, np.float32)
+        out[:n] = values
+        return out
+
+    pool_counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
+    pool_counts[:n] = np.asarray(counts) / config.teacher_budget
+    teacher_left, train_left, steps = used
+    return {
+        "skill_acc": per_skill(acc),
+        "base_skill_acc": per_skill(base_acc),
+        "skill_mask": per_skill([1.0] * n),
+        "pool_counts": np.clip(pool_counts, 0, 1),
+        "pool_stats": np.array([stats[k] for k in _POOL_STATS], dtype=np.float32),
+        "mix_weights": per_skill(weights),
+        "order": np.eye(len(ORDERS), dtype=np.float32)[ORDERS.index(order)],
+        "budgets": np.array(
+            [
+                teacher_left / config.teacher_budget,
+                train_left / config.train_budget,
+                1 - steps / config.max_steps,
+            ],
+            dtype=np.float32,
+        ),
+        "scores": np.array(scores, dtype=np.float32),
+    }
 
 
 def structured_spaces(config: EnvConfig) -> tuple[spaces.Dict, spaces.Dict]:

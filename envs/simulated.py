@@ -23,7 +23,12 @@ import numpy as np
 
 from dataeng_gym import rewards
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.envs.data_env import ARGUMENTS, MAX_SKILLS, Op, structured_spaces
+from dataeng_gym.envs.data_env import (
+    ARGUMENTS,
+    Op,
+    structured_observation,
+    structured_spaces,
+)
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.envs.surrogate import KINDS, Surrogate, load_surrogate
@@ -386,48 +391,17 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self.model is not None
-        cfg, s = self.config, len(self.model.skills)
-
-        def per_skill(values: np.ndarray) -> np.ndarray:
-            out = np.zeros(MAX_SKILLS, np.float32)
-            out[:s] = values
-            return out
-
-        counts = np.zeros((MAX_SKILLS, len(DIFFICULTIES)), np.float32)
-        counts[:s] = self.pool.sum(axis=(2, 3, 4)) / cfg.teacher_budget
-        stats = self.pool_stats()
-        return {
-            "skill_acc": per_skill(self.acc),
-            "base_skill_acc": per_skill(self.base_acc),
-            "skill_mask": per_skill(np.ones(s)),
-            "pool_counts": np.clip(counts, 0, 1),
-            "pool_stats": np.array(
-                [
-                    stats[k]
-                    for k in (
-                        "verified_frac",
-                        "verified_wrong_frac",
-                        "duplicate_frac",
-                        "malformed_frac",
-                        "mean_quality",
-                    )
-                ],
-                dtype=np.float32,
-            ),
-            "mix_weights": per_skill(self.weights),
-            "order": np.eye(len(ORDERS), dtype=np.float32)[ORDERS.index(self.order)],
-            "budgets": np.array(
-                [
-                    self.teacher_left / cfg.teacher_budget,
-                    self.train_left / cfg.train_budget,
-                    1 - self.steps / cfg.max_steps,
-                ],
-                dtype=np.float32,
-            ),
-            "scores": np.array(
-                [self.best_public, self.last_public, self.base_public], dtype=np.float32
-            ),
-        }
+        return structured_observation(
+            self.config,
+            acc=self.acc,
+            base_acc=self.base_acc,
+            counts=self.pool.sum(axis=(2, 3, 4)),
+            stats=self.pool_stats(),
+            weights=self.weights,
+            order=self.order,
+            used=(self.teacher_left, self.train_left, self.steps),
+            scores=(self.best_public, self.last_public, self.base_public),
+        )
 
     def _info(self, error: str | None, terms: dict[str, float], result: dict[str, Any]) -> dict:
         assert self.model is not None
