@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.envs.data_env import DataEngEnv, Op
+from dataeng_gym.envs.data_env import DataEngEnv, Op, structured_action
 from dataeng_gym.envs.surrogate import (
     fit_surrogate,
     save_surrogates,
@@ -76,13 +76,26 @@ def gated_training_samples(env: DataEngEnv) -> list[Any]:
     ]
 
 
-def _act(op: Op, skill: int = 0, difficulty: int = 0, amount: int = 0, param: int = 0) -> dict:
+def _train_record(
+    env: DataEngEnv,
+    key: str,
+    counts: np.ndarray,
+    position: np.ndarray,
+    result: dict[str, Any],
+    **ids: Any,
+) -> dict[str, Any]:
+    """One calibration record: what a TRAIN trained on and the per-skill scores it reached."""
+    assert env.domain is not None
     return {
-        "op": int(op),
-        "skill": skill,
-        "difficulty": difficulty,
-        "amount": amount,
-        "param": param,
+        "config_key": key,
+        "domain": env.domain.name,
+        **ids,
+        "order": env.pool.order,
+        "counts": counts.tolist(),
+        "position": position.tolist(),
+        "per_skill": [result["per_skill"][s] for s in env.domain.skill_names],
+        "public": result["public"],
+        "base_public": env.base_eval.score,
     }
 
 
@@ -98,14 +111,19 @@ def _random_round(env: DataEngEnv, rng: np.random.Generator) -> None:
         if cfg.amounts[amount] > env.teacher_left:
             break
         skill = int(rng.choice(n_skills, p=focus))
-        env.step(_act(Op.GENERATE, skill, int(rng.integers(3)), amount))
+        env.step(structured_action(Op.GENERATE, skill, int(rng.integers(3)), amount))
     steps = [
-        (0.6, _act(Op.VERIFY, amount=int(rng.integers(len(cfg.amounts))))),
-        (0.6, _act(Op.FILTER, param=int(rng.integers(4)))),
-        (0.6, _act(Op.DEDUP)),
-        (0.4, _act(Op.DECONTAMINATE)),
-        (0.25, _act(Op.MIX, skill=int(rng.integers(n_skills)), param=int(rng.integers(4)))),
-        (0.5, _act(Op.ORDER, param=int(rng.integers(4)))),
+        (0.6, structured_action(Op.VERIFY, amount=int(rng.integers(len(cfg.amounts))))),
+        (0.6, structured_action(Op.FILTER, param=int(rng.integers(4)))),
+        (0.6, structured_action(Op.DEDUP)),
+        (0.4, structured_action(Op.DECONTAMINATE)),
+        (
+            0.25,
+            structured_action(
+                Op.MIX, skill=int(rng.integers(n_skills)), param=int(rng.integers(4))
+            ),
+        ),
+        (0.5, structured_action(Op.ORDER, param=int(rng.integers(4)))),
     ]
     for p, a in steps:
         if rng.random() < p and len(env.pool):
@@ -145,28 +163,20 @@ def record_pools(
             _random_round(env, rng)
             samples = gated_training_samples(env)
             while len(samples) < config.min_train_items and env.teacher_left >= max(config.amounts):
-                env.step(_act(Op.GENERATE, int(rng.integers(len(env.domain.skills))), 0, 3))
+                env.step(
+                    structured_action(Op.GENERATE, int(rng.integers(len(env.domain.skills))), 0, 3)
+                )
                 samples = gated_training_samples(env)
             if len(samples) < config.min_train_items or env.done:
                 break
             counts, position = training_counts(samples, env.domain.skill_names)
-            _, _, _, _, info = env.step(_act(Op.TRAIN))
+            _, _, _, _, info = env.step(structured_action(Op.TRAIN))
             if info["invalid_action"]:
                 break
             result = info["result"]
-            record = {
-                "config_key": key,
-                "domain": config.domain,
-                "seed": seed,
-                "episode": episode,
-                "train": t,
-                "order": env.pool.order,
-                "counts": counts.tolist(),
-                "position": position.tolist(),
-                "per_skill": [result["per_skill"][s] for s in env.domain.skill_names],
-                "public": result["public"],
-                "base_public": env.base_eval.score,
-            }
+            record = _train_record(
+                env, key, counts, position, result, seed=seed, episode=episode, train=t
+            )
             if (episode, t) not in done:
                 append_jsonl(path, record)
                 records.append(record)
@@ -236,22 +246,18 @@ def record_policy_pools(
                 obs, _, _, _, info = env.step(action)
                 if info["invalid_action"]:
                     continue
-                result = info["result"]
                 new.append(
-                    {
-                        "config_key": key,
-                        "domain": config.domain,
-                        "source": name,
-                        "seed": seed,
-                        "episode": episode,
-                        "train": len(new),
-                        "order": env.pool.order,
-                        "counts": counts.tolist(),
-                        "position": position.tolist(),
-                        "per_skill": [result["per_skill"][s] for s in env.domain.skill_names],
-                        "public": result["public"],
-                        "base_public": env.base_eval.score,
-                    }
+                    _train_record(
+                        env,
+                        key,
+                        counts,
+                        position,
+                        info["result"],
+                        source=name,
+                        seed=seed,
+                        episode=episode,
+                        train=len(new),
+                    )
                 )
             for record in new:  # a whole episode at once, so a rerun never duplicates one
                 append_jsonl(path, record)

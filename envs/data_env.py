@@ -583,6 +583,23 @@ def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:
     return out
 
 
+def structured_action(
+    op: Op, skill: int = 0, difficulty: int = 0, amount: int = 0, param: int = 0
+) -> dict[str, int]:
+    """An action of :func:`structured_spaces`: every argument is an index into its space.
+
+    >>> structured_action(Op.GENERATE, skill=1, amount=2)
+    {'op': 0, 'skill': 1, 'difficulty': 0, 'amount': 2, 'param': 0}
+    """
+    return {
+        "op": int(op),
+        "skill": skill,
+        "difficulty": difficulty,
+        "amount": amount,
+        "param": param,
+    }
+
+
 def structured_observation(
     config: EnvConfig,
     *,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.envs.data_env import Op
+from dataeng_gym.envs.data_env import Op, structured_action
 from dataeng_gym.envs.domains import DIFFICULTIES
 
 Obs = dict[str, np.ndarray]
@@ -23,13 +23,7 @@ def action(
     op: Op, skill: int = 0, difficulty: int = 1, amount: int = 0, param: int = 0
 ) -> dict[str, int]:
     """A structured action; ``difficulty`` is 1-3, ``amount`` an index into ``config.amounts``."""
-    return {
-        "op": int(op),
-        "skill": skill,
-        "difficulty": difficulty - 1,
-        "amount": amount,
-        "param": param,
-    }
+    return structured_action(op, skill, difficulty - 1, amount, param)
 
 
 def _skills(obs: Obs) -> int:

@@ -3,16 +3,7 @@ import pytest
 
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.envs.data_env import DataEngEnv, Op, base_examples, with_replay
-
-
-def act(op, skill=0, difficulty=0, amount=0, param=0):
-    return {
-        "op": int(op),
-        "skill": skill,
-        "difficulty": difficulty,
-        "amount": amount,
-        "param": param,
-    }
+from dataeng_gym.envs.data_env import structured_action as act
 
 
 def test_with_replay_keeps_the_curated_order_and_spreads_distinct_draws():

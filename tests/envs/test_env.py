@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import dataeng_gym  # noqa: F401  (registers the envs)
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.envs.data_env import DataEngEnv, Op
+from dataeng_gym.envs.data_env import structured_action as act
 from dataeng_gym.envs.teacher import CLEAN, ProceduralTeacher, Sample
 from dataeng_gym.episode import FINAL_KEYS
 from dataeng_gym.policies import make_policy
@@ -25,16 +26,6 @@ def make(env_id=FAST_ID, **kwargs):
     if env_id != FAST_ID:
         kwargs.setdefault("config", FAST)
     return gym.make(env_id, **kwargs)
-
-
-def act(op, skill=0, difficulty=0, amount=0, param=0):
-    return {
-        "op": int(op),
-        "skill": skill,
-        "difficulty": difficulty,
-        "amount": amount,
-        "param": param,
-    }
 
 
 def test_registry_has_the_three_envs():

@@ -12,6 +12,7 @@ import dataeng_gym  # noqa: F401  (registers the envs)
 from dataeng_gym.envs.calibrate import gated_training_samples, record_policy_pools, record_pools
 from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op
+from dataeng_gym.envs.data_env import structured_action as act
 from dataeng_gym.envs.simulated import SimulatedDataEngEnv
 from dataeng_gym.envs.surrogate import (
     KINDS,
@@ -29,16 +30,6 @@ from dataeng_gym.training.cli import SHIPPED_SURROGATE
 
 RECORDS = Path(__file__).parent.parent / "data" / "calib_code.jsonl"
 SIM = EnvConfig(domain="code", student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
-
-
-def act(op, skill=0, difficulty=0, amount=0, param=0):
-    return {
-        "op": int(op),
-        "skill": skill,
-        "difficulty": difficulty,
-        "amount": amount,
-        "param": param,
-    }
 
 
 def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
