@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +34,8 @@ from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op, structured_action
 from dataeng_gym.envs.surrogate import (
     fit_surrogate,
-    save_surrogates,
     spearman,
+    train_recipe,
     training_counts,
 )
 from dataeng_gym.io import append_jsonl, read_jsonl, write_json
@@ -290,6 +291,37 @@ def base_scores(config: EnvConfig) -> dict[str, Any]:
     }
 
 
+def episode_growth(records: Sequence[dict[str, Any]], **fit: Any) -> dict[str, Any]:
+    """Public gain of policy episodes from first to last TRAIN: real, and held-out predicted.
+
+    The prediction comes from a surrogate fitted without that episode (leave one episode out).
+
+    This is what a policy learns from the simulator about collecting more data before a later
+    TRAIN; a surrogate that under-predicts it teaches a policy to stop early.
+    """
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, r in enumerate(records):
+        if r.get("source", "random") != "random":
+            groups.setdefault((r["source"], r["episode"]), []).append(i)
+    real, predicted = [], []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first, last = records[members[0]], records[members[-1]]
+        rest = [r for i, r in enumerate(records) if i not in members]
+        model = fit_surrogate(rest, **fit)
+        p0, p1 = (
+            model.predict(np.asarray(r["counts"]), np.asarray(r["position"])) for r in (first, last)
+        )
+        real.append(100 * (last["public"] - first["public"]))
+        predicted.append(100 * (model.score(p1, "public") - model.score(p0, "public")))
+    return {
+        "episodes": len(real),
+        "real_points": float(np.mean(real)) if real else None,
+        "predicted_points": float(np.mean(predicted)) if predicted else None,
+    }
+
+
 def calibrate(
     config: EnvConfig,
     pools: int,
@@ -317,7 +349,10 @@ def calibrate(
     train = [r for r, t in zip(records, test_mask) if not t]
     test = [r for r, t in zip(records, test_mask) if t]
     key = config_key(config)
-    model = fit_surrogate(train, domain=config.domain, skills=skills, base=base, config_key=key)
+    recipe = train_recipe(config)
+    model = fit_surrogate(
+        train, domain=config.domain, skills=skills, base=base, config_key=key, recipe=recipe
+    )
     y = np.asarray([r["per_skill"] for r in test])
     pred = np.stack(
         [model.predict(np.asarray(r["counts"]), np.asarray(r["position"])) for r in test]
@@ -351,17 +386,17 @@ def calibrate(
             for source in sorted({r.get("source", "random") for r in test})
             for m in [np.array([r.get("source", "random") == source for r in test])]
         },
+        "episode_growth": episode_growth(
+            records, domain=config.domain, skills=skills, base=base, config_key=key, recipe=recipe
+        ),
     }
-    final = fit_surrogate(records, domain=config.domain, skills=skills, base=base, config_key=key)
+    final = fit_surrogate(
+        records, domain=config.domain, skills=skills, base=base, config_key=key, recipe=recipe
+    )
     path = out / "surrogate.json"
-    existing: dict[str, Any] = {}
-    if path.exists():
-        import json
-
-        from dataeng_gym.envs.surrogate import Surrogate
-
-        existing = {k: Surrogate(**v) for k, v in json.loads(path.read_text()).items()}
-    save_surrogates(path, {**existing, config.domain: final})
+    # other domains' entries are kept as they are (an old one fails to load with a clear error)
+    existing: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {**existing, config.domain: dataclasses.asdict(final)})
     write_json(out / f"report-{config.domain}.json", report)
     return report
 

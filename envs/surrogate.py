@@ -7,6 +7,13 @@ From these the surrogate predicts each skill's public accuracy with one ridge re
 skill over a handful of features. It is linear in its features on purpose: with 100-odd
 recorded TRAINs a richer model would fit the noise, and ridge needs only numpy.
 
+The fit weights the TRAINs of recorded policy episodes above those of random pools
+(``policy_weight``): policies (and a PPO policy warm-started from one) act where those pools
+are, and random pools are noisier (a random pool's skill can swing 30 points between two
+TRAINs on nearly the same items). Global features (all good items, the noise share, the
+optimizer steps the pool buys under the student's recipe) let it see what a growing, clean
+pool adds from one TRAIN to the next, which per-skill counts alone under-predicted.
+
 The same counts come from a real pool of samples (:func:`training_counts`, used to record
 calibration data and to drive the surrogate inside :class:`~dataeng_gym.envs.data_env.DataEngEnv`)
 and from the count-level simulator (:mod:`dataeng_gym.envs.simulated`).
@@ -15,7 +22,8 @@ and from the count-level simulator (:mod:`dataeng_gym.envs.simulated`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +50,21 @@ FEATURES = (
     "wrong_frac_all",
     "dup_frac",
     "mean_position",
+    "log_good_all",
+    "noise_frac_all",
+    "good_frac",
+    "steps_frac",
 )
-"""Per-skill features of a TRAIN (``good``: correct-label kinds, clean, duplicate, contaminated)."""
+"""Per-skill features of a TRAIN (``good``: correct-label kinds, clean, duplicate, contaminated;
+``steps_frac``: the TRAIN's optimizer steps over the recipe's cap)."""
+
+POLICY_WEIGHT = 4.0
+"""How much a policy episode's TRAIN weighs in the fit against a random pool's (chosen on
+held-out records of three domains: it halved the under-prediction of late TRAINs in
+weakest-skill episodes and cost random pools 0.6-1.1 points of error)."""
+
+RECIPE_KEYS = ("batch_size", "epochs", "max_train_steps", "replay_ratio")
+"""What a TRAIN's number of optimizer steps depends on (see :func:`optimizer_steps`)."""
 
 _GOOD = [KINDS.index(k) for k in ("clean", "near_duplicate", "contamination")]
 
@@ -72,11 +93,35 @@ def training_counts(
     return counts, position
 
 
-def features(counts: np.ndarray, position: np.ndarray) -> np.ndarray:
+def train_recipe(config: Any) -> dict[str, float]:
+    """The recipe fields of an :class:`~dataeng_gym.envs.config.EnvConfig` (tiny student)."""
+    student = config.student
+    return {
+        "batch_size": student.batch_size,
+        "epochs": student.epochs,
+        "max_train_steps": student.max_train_steps,
+        "replay_ratio": config.replay_ratio,
+    }
+
+
+def optimizer_steps(items: float, recipe: Mapping[str, float]) -> float:
+    """Optimizer steps of a TRAIN on ``items`` curated items, as the tiny student counts them.
+
+    Base-mix replay is added, then ``epochs`` passes in batches, capped at ``max_train_steps``.
+    """
+    total = items + round(recipe["replay_ratio"] * items)
+    batches = math.ceil(total / recipe["batch_size"])
+    return float(min(recipe["max_train_steps"], recipe["epochs"] * batches))
+
+
+def features(counts: np.ndarray, position: np.ndarray, recipe: Mapping[str, float]) -> np.ndarray:
     """Feature matrix ``[skill, len(FEATURES)]`` of one TRAIN's training counts."""
     per_skill = counts.sum(axis=(1, 2))
     total = max(1.0, float(per_skill.sum()))
     good = counts[:, :, _GOOD].sum(axis=2)
+    good_all = float(good.sum())
+    steps = optimizer_steps(float(per_skill.sum()), recipe) / recipe["max_train_steps"]
+    n = len(per_skill)
     kind_all = counts.sum(axis=(0, 1))
     dup = counts[:, :, KINDS.index("near_duplicate")].sum(axis=1)
     cols = [
@@ -92,6 +137,10 @@ def features(counts: np.ndarray, position: np.ndarray) -> np.ndarray:
         np.full(len(per_skill), kind_all[KINDS.index("wrong_answer")] / total),
         dup / np.maximum(per_skill, 1),
         position,
+        np.full(n, np.log1p(good_all)),
+        np.full(n, 1.0 - good_all / total),
+        good.sum(axis=1) / np.maximum(per_skill, 1),
+        np.full(n, steps),
     ]
     return np.stack(cols, axis=1)
 
@@ -113,6 +162,8 @@ class Surrogate:
         intercept: Ridge intercept per skill.
         alpha: Ridge penalty chosen by cross-validation.
         config_key: What the records were measured with (student, budgets, eval subsets).
+        recipe: The student's training recipe (:data:`RECIPE_KEYS`), for ``steps_frac``.
+        features: The feature names the coefficients belong to (:data:`FEATURES`).
     """
 
     domain: str
@@ -127,10 +178,22 @@ class Surrogate:
     intercept: list[float]
     alpha: float
     config_key: str
+    recipe: dict[str, float]
+    features: list[str]
+
+    def __post_init__(self) -> None:
+        if list(self.features) != list(FEATURES):
+            raise SurrogateError(
+                f"surrogate of {self.domain!r} was fitted on features {list(self.features)}, "
+                f"this version computes {list(FEATURES)}; refit it with `dataeng-gym calibrate "
+                f"--domain {self.domain} --out DIR` (records.jsonl there are reused)"
+            )
 
     def predict(self, counts: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Predicted public accuracy per skill, in [0, 1]."""
-        x = (features(counts, position) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = (features(counts, position, self.recipe) - np.asarray(self.mean)) / np.asarray(
+            self.scale
+        )
         y = (x * np.asarray(self.coef)).sum(axis=1) + np.asarray(self.intercept)
         return np.clip(y, 0.0, 1.0)
 
@@ -169,13 +232,24 @@ def load_surrogate(path: str | Path, domain: str) -> Surrogate:
             f"surrogate file {str(p)!r} has domains {sorted(data)}, not {domain!r}; "
             f"calibrate it with `dataeng-gym calibrate --domain {domain}`"
         )
-    return Surrogate(**data[domain])
+    entry = data[domain]
+    missing = {"recipe", "features"} - set(entry)
+    if missing:
+        raise SurrogateError(
+            f"surrogate file {str(p)!r} predates the surrogate's {sorted(missing)}; refit it with "
+            f"`dataeng-gym calibrate --domain {domain} --out DIR` (records.jsonl there are reused)"
+        )
+    return Surrogate(**entry)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    ym = float(y.mean())
-    a = x.T @ x + alpha * np.eye(x.shape[1])
-    return np.linalg.solve(a, x.T @ (y - ym)), ym
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted ridge on standardised x: coefficients and intercept (not penalised)."""
+    w = w / w.sum()
+    xm, ym = w @ x, float(w @ y)
+    xc = x - xm
+    a = (xc * w[:, None]).T @ xc * len(w) + alpha * np.eye(x.shape[1])
+    coef = np.linalg.solve(a, (xc * w[:, None]).T @ (y - ym) * len(w))
+    return coef, ym - float(xm @ coef)
 
 
 def fit_surrogate(
@@ -185,18 +259,29 @@ def fit_surrogate(
     skills: list[str],
     base: dict[str, Any],
     config_key: str,
+    recipe: Mapping[str, float],
+    policy_weight: float = POLICY_WEIGHT,
     alphas: Sequence[float] = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0),
     folds: int = 5,
 ) -> Surrogate:
-    """Fit per-skill ridge models to calibration records; pick alpha by k-fold error.
+    """Fit per-skill weighted ridge models to calibration records; pick alpha by k-fold error.
 
     Each record holds ``counts`` ``[skill][difficulty][kind]``, ``position`` and ``per_skill``
-    (the real public accuracy per skill after that TRAIN).
+    (the real public accuracy per skill after that TRAIN). Records of policy episodes (a
+    ``source`` other than "random") weigh ``policy_weight`` times a random pool's, in the fit
+    and in the error that picks alpha.
     """
     if len(records) < folds:
         raise SurrogateError(f"need at least {folds} calibration records, got {len(records)}")
-    xs = np.stack([features(np.asarray(r["counts"]), np.asarray(r["position"])) for r in records])
+    if not policy_weight > 0:
+        raise SurrogateError(f"policy_weight must be > 0, got {policy_weight}")
+    xs = np.stack(
+        [features(np.asarray(r["counts"]), np.asarray(r["position"]), recipe) for r in records]
+    )
     ys = np.asarray([r["per_skill"] for r in records])  # [record, skill]
+    weights = np.array(
+        [1.0 if r.get("source", "random") == "random" else policy_weight for r in records]
+    )
     mean = xs.mean(axis=0)
     scale = xs.std(axis=0) + 1e-6
     z = (xs - mean) / scale
@@ -207,13 +292,14 @@ def fit_surrogate(
         for f in range(folds):
             tr, te = fold != f, fold == f
             for k in range(len(skills)):
-                w, b = _ridge(z[tr, k], ys[tr, k], alpha)
-                err += float(np.abs(np.clip(z[te, k] @ w + b, 0, 1) - ys[te, k]).sum())
+                w, b = _ridge(z[tr, k], ys[tr, k], alpha, weights[tr])
+                miss = np.abs(np.clip(z[te, k] @ w + b, 0, 1) - ys[te, k])
+                err += float(weights[te] @ miss)
         if err < best_err:
             best_alpha, best_err = alpha, err
     coef, intercept = [], []
     for k in range(len(skills)):
-        w, b = _ridge(z[:, k], ys[:, k], best_alpha)
+        w, b = _ridge(z[:, k], ys[:, k], best_alpha, weights)
         coef.append(w.tolist())
         intercept.append(b)
     return Surrogate(
@@ -229,6 +315,8 @@ def fit_surrogate(
         intercept=intercept,
         alpha=float(best_alpha),
         config_key=config_key,
+        recipe={k: float(recipe[k]) for k in RECIPE_KEYS},
+        features=list(FEATURES),
     )
 
 

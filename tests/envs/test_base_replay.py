@@ -4,6 +4,7 @@ import pytest
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.envs.data_env import DataEngEnv, Op, base_examples, with_replay
 from dataeng_gym.envs.data_env import structured_action as act
+from dataeng_gym.envs.surrogate import optimizer_steps, train_recipe
 
 
 def test_with_replay_keeps_the_curated_order_and_spreads_distinct_draws():
@@ -40,6 +41,8 @@ def test_train_replays_base_examples_beside_the_pool(ratio):
     base = set(base_examples(env.domain, config))
     pool = {env.domain.to_student(s.question, s.answer) for s in env.pool.items}
     assert sum(e in base and e not in pool for e in seen) == result["replayed"]
+    # the surrogate's steps feature counts the steps the student really took
+    assert optimizer_steps(curated, train_recipe(config)) == result["steps"]
 
 
 def test_replay_ratio_is_validated():

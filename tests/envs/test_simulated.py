@@ -41,7 +41,14 @@ def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
         for k in ("base_public", "base_private", "public_counts", "private_counts")
     }
     train, test = records[: -len(records) // 4], records[-len(records) // 4 :]
-    model = fit_surrogate(train, domain="code", skills=shipped.skills, base=base, config_key="t")
+    model = fit_surrogate(
+        train,
+        domain="code",
+        skills=shipped.skills,
+        base=base,
+        config_key="t",
+        recipe=shipped.recipe,
+    )
     y = np.array([r["per_skill"] for r in test])
     pred = np.stack([model.predict(np.array(r["counts"]), np.array(r["position"])) for r in test])
     const = np.array([r["per_skill"] for r in train]).mean(axis=0)
@@ -49,6 +56,49 @@ def test_surrogate_fit_beats_a_constant_on_held_out_real_trains():
     assert mae < 0.8 * const_mae, (mae, const_mae)
     real = [r["public"] for r in test]
     assert spearman([model.score(p, "public") for p in pred], real) > 0.5
+
+
+def test_policy_weight_pulls_the_fit_towards_policy_episodes():
+    records = list(read_jsonl(RECORDS))
+    shipped = load_surrogate(SHIPPED_SURROGATE, "code")
+    fit = dict(
+        domain="code",
+        skills=shipped.skills,
+        base={
+            k: getattr(shipped, k)
+            for k in ("base_public", "base_private", "public_counts", "private_counts")
+        },
+        config_key="t",
+        recipe=shipped.recipe,
+        alphas=(3.0,),
+    )
+    policy = [r for r in records if r.get("source", "random") != "random"]
+    assert len(policy) >= 10
+
+    def policy_error(model):
+        return np.mean(
+            [
+                np.abs(
+                    model.predict(np.array(r["counts"]), np.array(r["position"])) - r["per_skill"]
+                )
+                for r in policy
+            ]
+        )
+
+    even = fit_surrogate(records, policy_weight=1.0, **fit)
+    weighted = fit_surrogate(records, policy_weight=4.0, **fit)
+    assert policy_error(weighted) < policy_error(even)
+    with pytest.raises(SurrogateError, match="policy_weight"):
+        fit_surrogate(records, policy_weight=0.0, **fit)
+
+
+def test_a_surrogate_file_from_an_older_version_asks_for_a_refit(tmp_path):
+    entry = dataclasses.asdict(load_surrogate(SHIPPED_SURROGATE, "code"))
+    del entry["recipe"], entry["features"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"code": entry}))
+    with pytest.raises(SurrogateError, match="dataeng-gym calibrate --domain code"):
+        load_surrogate(old, "code")
 
 
 def test_gym_make_selects_the_simulated_twin_and_it_passes_check_env():
