@@ -49,12 +49,16 @@ class Args:
     simulator: str = str(SHIPPED_SURROGATE)
     """The surrogate.json of `dataeng-gym calibrate`."""
     iterations: int = 20
-    """PPO iterations on the simulated student."""
+    """PPO iterations."""
     batch_size: int = 2000
     """Env steps per PPO iteration."""
     workers: int = 0
     """RLlib env runners (0: sample in the driver; the simulated env is fast, and on a busy
     2-core machine a remote runner took about 4 minutes per 2,000-step iteration)."""
+    ppo_student: str = "simulated"
+    """The student PPO trains against: "simulated" (the surrogate), or "tiny" (the REAL tiny
+    student: each TRAIN fine-tunes it, seconds per step; give it --workers, a small
+    --batch-size and the time the machine has)."""
     lr: float = 1e-4
     """PPO learning rate (small: it fine-tunes the behaviour-cloned actor)."""
     entropy_coeff: float = 0.0
@@ -110,6 +114,8 @@ def parse_args() -> Args:
             parser.add_argument(flag, type=type(default), default=default)
     ns = vars(parser.parse_args())
     args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
+    if args.ppo_student not in ("simulated", "tiny"):
+        parser.error(f"--ppo-student must be simulated or tiny, got {args.ppo_student!r}")
     if args.as_test:
         args.iterations, args.batch_size, args.workers = 2, 400, 0
         args.bc_episodes, args.bc_epochs, args.episodes, args.real_episodes = 5, 100, 2, 1
@@ -175,11 +181,14 @@ def main(args: Args) -> None:
             f"{report['final_loss']:.3f}, agreement {100 * report['agreement']:.1f}%"
         )
 
-    # 2. PPO on the simulated student (warm-started from BC)
+    # 2. PPO on the simulated (or real) student, warm-started from BC
     ppo_dir = out / "ppo"
     if "ppo" in args.policies and not (ppo_dir / "summary.json").exists():
+        train_config = real_config if args.ppo_student == "tiny" else sim_config
         settings = PPOSettings(
-            env=sim_config if args.cost_terms else sim_config.replace(teacher_cost=0, train_cost=0),
+            env=train_config
+            if args.cost_terms
+            else train_config.replace(teacher_cost=0, train_cost=0),
             domains=args.domains,
             iterations=args.iterations,
             workers=args.workers,
@@ -191,7 +200,10 @@ def main(args: Args) -> None:
             entropy_coeff=args.entropy_coeff,
             init_from=str(bc_dir) if args.warm_start else None,
         )
-        say(f"PPO: {args.iterations} iterations x {args.batch_size} simulated steps")
+        say(
+            f"PPO: {args.iterations} iterations x {args.batch_size} steps, "
+            f"{args.ppo_student} student"
+        )
         train_ppo(settings, ppo_dir, progress=say)
 
     # 3. evaluation on held-out seeds, simulated and real

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from dataeng_gym.envs.config import EnvConfig
+from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.simulated import SimulatedDataEngEnv
 from dataeng_gym.episode import run_episode
 from dataeng_gym.errors import DataEngError
@@ -123,3 +123,20 @@ def test_warm_start_reaches_a_remote_env_runner(ray_session, tmp_path):
         assert len(remote) == 1 and torch.allclose(remote[0], first)
     finally:
         algo.stop()
+
+
+def test_ppo_trains_against_the_real_tiny_student_in_a_remote_env_runner(ray_session, tmp_path):
+    """The REAL student (the fast twin's micro student, fine-tuned at every TRAIN) behind an
+    env runner: an iteration must return whole sampled episodes, and the checkpoint must act in
+    the real env (train_ppo.py --ppo-student tiny runs this path at full size)."""
+    from dataeng_gym.envs.data_env import DataEngEnv
+    from dataeng_gym.training.ppo import PPOSettings, train_ppo
+
+    task = FAST.replace(max_steps=8, train_budget=1, min_train_items=20)
+    settings = PPOSettings(
+        env=task, iterations=1, workers=1, batch_size=48, minibatch_size=24, epochs=1
+    )
+    summary = train_ppo(settings, tmp_path / "ppo")
+    assert summary["episodes"] >= 1 and summary["env_steps"] >= 48, summary
+    result = run_episode(DataEngEnv(task), make_policy(f"ppo:{tmp_path / 'ppo'}", task), seed=5)
+    assert result["steps"] >= 1 and "gain_abs" in result
