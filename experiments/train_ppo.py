@@ -19,9 +19,9 @@ uniform on the real student in every domain; against weakest-skill it is level o
 includes 0, the science one does not), about where its behaviour-cloned start already is.
 
 ``--ppo-student tiny`` trains PPO against the real tiny student instead (warm-started from the
-same BC; with ``--workers`` env runners), the issue's "PPO on the real student directly": 16
-(code) and 12 (science) iterations of 600 real steps, 33-47 min on 2 cores, reached
-weakest-skill's level on both.
+same BC; with ``--workers`` env runners), the issue's "PPO on the real student directly": 8-16
+iterations of 600 real steps, 11-47 min on 2 cores, reached weakest-skill's level on all three
+domains.
 """
 
 from __future__ import annotations
