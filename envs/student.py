@@ -429,7 +429,7 @@ class TinyStudent:
         start = time.perf_counter()
         data = self._encode_examples(examples)
         n_batches = math.ceil(len(examples) / cfg.batch_size)
-        steps = min(cfg.max_train_steps, cfg.epochs * n_batches)
+        steps = fine_tune_steps(len(examples), cfg.batch_size, cfg.epochs, cfg.max_train_steps)
         batches = (
             slice((i % n_batches) * cfg.batch_size, (i % n_batches + 1) * cfg.batch_size)
             for i in range(steps)
@@ -542,6 +542,14 @@ class TinyStudent:
             labels[i, prefix - 1 : n] = torch.tensor(seq[prefix:])
             lengths[i] = n
         return _Encoded(inputs, labels, lengths)
+
+
+def fine_tune_steps(examples: float, batch_size: int, epochs: int, max_steps: int) -> int:
+    """Optimizer steps of :meth:`TinyStudent.fine_tune`: ``epochs`` passes in batches, capped.
+
+    Shared with the surrogate, whose ``steps_frac`` feature must count what the student does.
+    """
+    return min(max_steps, epochs * math.ceil(examples / batch_size))
 
 
 def _shuffled_batches(n: int, batch_size: int, steps: int) -> Iterator[torch.Tensor]:

@@ -22,7 +22,6 @@ and from the count-level simulator (:mod:`dataeng_gym.envs.simulated`).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dataeng_gym.envs.domains import DIFFICULTIES
+from dataeng_gym.envs.student import fine_tune_steps
 from dataeng_gym.envs.teacher import NOISE_KINDS, Sample
 from dataeng_gym.errors import DataEngError
 
@@ -114,8 +114,8 @@ def optimizer_steps(items: float, recipe: Mapping[str, float]) -> float:
     Base-mix replay is added, then ``epochs`` passes in batches, capped at ``max_train_steps``.
     """
     total = items + round(recipe["replay_ratio"] * items)
-    batches = math.ceil(total / recipe["batch_size"])
-    return float(min(recipe["max_train_steps"], recipe["epochs"] * batches))
+    batch, epochs, cap = (int(recipe[k]) for k in ("batch_size", "epochs", "max_train_steps"))
+    return float(fine_tune_steps(total, batch, epochs, cap))
 
 
 def features(counts: np.ndarray, position: np.ndarray, recipe: Mapping[str, float]) -> np.ndarray:
@@ -136,9 +136,9 @@ def features(counts: np.ndarray, position: np.ndarray, recipe: Mapping[str, floa
         np.log1p(counts[:, :, KINDS.index("format_error")].sum(axis=1)),
         np.log1p(counts[:, :, KINDS.index("off_skill")].sum(axis=1)),
         per_skill / total,
-        np.full(len(per_skill), np.log1p(total)),
-        np.full(len(per_skill), kind_all[KINDS.index("format_error")] / total),
-        np.full(len(per_skill), kind_all[KINDS.index("wrong_answer")] / total),
+        np.full(n, np.log1p(total)),
+        np.full(n, kind_all[KINDS.index("format_error")] / total),
+        np.full(n, kind_all[KINDS.index("wrong_answer")] / total),
         dup / np.maximum(per_skill, 1),
         position,
         np.full(n, np.log1p(good_all)),
@@ -185,14 +185,6 @@ class Surrogate:
     recipe: dict[str, float]
     features: list[str]
 
-    def __post_init__(self) -> None:
-        if list(self.features) != list(FEATURES):
-            raise SurrogateError(
-                f"surrogate of {self.domain!r} was fitted on features {list(self.features)}, "
-                f"this version computes {list(FEATURES)}; refit it with `dataeng-gym calibrate "
-                f"--domain {self.domain} --out DIR` (records.jsonl there are reused)"
-            )
-
     def predict(self, counts: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Predicted public accuracy per skill, in [0, 1]."""
         x = (features(counts, position, self.recipe) - np.asarray(self.mean)) / np.asarray(
@@ -237,11 +229,12 @@ def load_surrogate(path: str | Path, domain: str) -> Surrogate:
             f"calibrate it with `dataeng-gym calibrate --domain {domain}`"
         )
     entry = data[domain]
-    missing = {"recipe", "features"} - set(entry)
-    if missing:
+    if entry.get("features") != list(FEATURES):
         raise SurrogateError(
-            f"surrogate file {str(p)!r} predates the surrogate's {sorted(missing)}; refit it with "
-            f"`dataeng-gym calibrate --domain {domain} --out DIR` (records.jsonl there are reused)"
+            f"surrogate of {domain!r} in {str(p)!r} was fitted on features "
+            f"{entry.get('features', 'of an older version')}, this version computes "
+            f"{list(FEATURES)}; refit it with `dataeng-gym calibrate --domain {domain} --out DIR` "
+            "(records.jsonl there are reused)"
         )
     return Surrogate(**entry)
 
