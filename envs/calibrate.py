@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op, structured_action
 from dataeng_gym.envs.surrogate import (
     fit_surrogate,
+    save_surrogate,
     spearman,
     train_recipe,
     training_counts,
@@ -393,10 +393,7 @@ def calibrate(
     final = fit_surrogate(
         records, domain=config.domain, skills=skills, base=base, config_key=key, recipe=recipe
     )
-    path = out / "surrogate.json"
-    # other domains' entries are kept as they are (an old one fails to load with a clear error)
-    existing: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    write_json(path, {**existing, config.domain: dataclasses.asdict(final)})
+    save_surrogate(out / "surrogate.json", final)
     write_json(out / f"report-{config.domain}.json", report)
     return report
 

@@ -204,11 +204,17 @@ class Surrogate:
         return float((per_skill * w).sum() / w.sum())
 
 
-def save_surrogates(path: str | Path, surrogates: dict[str, Surrogate]) -> None:
-    """Write fitted surrogates (one per domain) as JSON, atomically."""
+def save_surrogate(path: str | Path, surrogate: Surrogate) -> None:
+    """Add (or replace) one domain's surrogate in the JSON file at ``path``, atomically.
+
+    Other domains' entries are kept as stored: one from an older version stays, and fails to
+    load with a message to refit, instead of being silently misread.
+    """
     from dataeng_gym.io import write_json
 
-    write_json(path, {name: asdict(s) for name, s in surrogates.items()})
+    p = Path(path)
+    existing: dict[str, Any] = json.loads(p.read_text()) if p.exists() else {}
+    write_json(p, {**existing, surrogate.domain: asdict(surrogate)})
 
 
 def load_surrogate(path: str | Path, domain: str) -> Surrogate:

@@ -19,7 +19,7 @@ from dataeng_gym.envs.surrogate import (
     SurrogateError,
     fit_surrogate,
     load_surrogate,
-    save_surrogates,
+    save_surrogate,
     spearman,
     training_counts,
 )
@@ -118,7 +118,7 @@ def test_bad_simulator_path_and_unknown_domain_are_clear_errors(tmp_path):
     with pytest.raises(SurrogateError, match="dataeng-gym calibrate"):
         env.reset(seed=0)
     code_only = tmp_path / "code.json"
-    save_surrogates(code_only, {"code": load_surrogate(SHIPPED_SURROGATE, "code")})
+    save_surrogate(code_only, load_surrogate(SHIPPED_SURROGATE, "code"))
     with pytest.raises(SurrogateError, match="science"):
         SimulatedDataEngEnv(SIM.replace(simulator_path=str(code_only))).reset(
             seed=0, options={"domain": "science"}
@@ -209,3 +209,17 @@ def test_policy_pools_record_each_train_of_whole_episodes_and_resume(tmp_path):
     assert again == records  # resumed: the episode is not run again
     with pytest.raises(ValueError, match="explore"):
         record_policy_pools(config, ["uniform"], 1, tmp_path, explore=1.5)
+
+
+def test_save_surrogate_replaces_one_domain_and_keeps_the_others_as_stored(tmp_path):
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps({"science": {"domain": "science", "coef": []}}))  # an old entry
+    code = load_surrogate(SHIPPED_SURROGATE, "code")
+    save_surrogate(path, code)
+    save_surrogate(path, code)  # replacing, not duplicating
+    stored = json.loads(path.read_text())
+    assert sorted(stored) == ["code", "science"]
+    assert stored["science"] == {"domain": "science", "coef": []}
+    assert load_surrogate(path, "code") == code
+    with pytest.raises(SurrogateError, match="dataeng-gym calibrate --domain science"):
+        load_surrogate(path, "science")
