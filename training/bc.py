@@ -4,9 +4,15 @@ A recorded episode (``episode.jsonl`` of ``dataeng-gym run``) holds the decoded 
 observations, so the observations are rebuilt by replaying the actions in an env from the
 episode's seed (:func:`demonstrations`; the count-level simulated env does it in milliseconds,
 the real env reproduces them exactly at the cost of its TRAINs). A plain torch MLP over the
-flattened observation has one categorical head per action component; the layout (sorted keys,
-tanh MLP) is RLlib's default PPO actor, so a BC checkpoint can warm-start PPO
-(:func:`warm_start`).
+flattened observation (plus the last op, :mod:`~dataeng_gym.training.observation`) has one
+categorical head per action component; the layout (sorted keys, tanh MLP) is RLlib's default
+PPO actor, so a BC checkpoint can warm-start PPO (:func:`warm_start`).
+
+Steps the env rejected (``info["invalid_action"]``) are left out of the demonstrations: they
+changed nothing, so the clone learns the demonstrator's next, valid action for that state
+instead. ``weakest-skill`` plans a TRAIN before its pool holds the 500 usable items a TRAIN
+needs in its first rounds; a clone of those steps would waste them too, and on code the
+60-step limit then cuts its last TRAIN.
 """
 
 from __future__ import annotations
@@ -27,14 +33,10 @@ from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.errors import DataEngError
 from dataeng_gym.io import read_jsonl, write_json
+from dataeng_gym.training.observation import LastOp, flatten_observation
 
 HEADS = ("amount", "difficulty", "op", "param", "skill")
 """Action components in RLlib's flattening order (sorted keys of the Dict space)."""
-
-
-def flatten_observation(obs: dict[str, np.ndarray]) -> np.ndarray:
-    """Concatenate the observation's arrays in sorted-key order (RLlib's FlattenObservations)."""
-    return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in sorted(obs)])
 
 
 def head_sizes(config: EnvConfig) -> dict[str, int]:
@@ -105,41 +107,68 @@ def load_episodes(paths: Sequence[str | Path]) -> list[RecordedEpisode]:
 def demonstrations(
     env: Any, episodes: Sequence[RecordedEpisode], config: EnvConfig
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Replay each episode's actions from its seed; return observations and action targets."""
-    obs_rows: list[np.ndarray] = []
-    targets: dict[str, list[int]] = {h: [] for h in HEADS}
+    """Replay each episode's actions from its seed; return observations and action targets.
+
+    Rows are what the learned policy sees (with the last op); rejected steps are left out.
+    """
+    rows = _Rows()
     for ep in episodes:
         obs, _ = env.reset(seed=ep.seed, options={"domain": ep.domain})
+        rows.last.reset()
         skills = _skills(env)
         for record in ep.actions:
             a = structured_action(record, skills, config)
-            obs_rows.append(flatten_observation(obs))
-            for h in HEADS:
-                targets[h].append(a[h])
-            obs, _, terminated, truncated, _ = env.step(a)
+            seen = rows.last.observe(obs)
+            obs, _, terminated, truncated, info = env.step(a)
+            rows.add(seen, a, info)
             if terminated or truncated:
                 break
-    return np.stack(obs_rows), {h: np.asarray(v) for h, v in targets.items()}
+    return rows.arrays()
 
 
 def record_demonstrations(
     env: Any, policy: Any, seeds: Sequence[int], domain: str
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Run ``policy`` in ``env`` on ``seeds`` and keep its (observation, action) pairs."""
-    obs_rows: list[np.ndarray] = []
-    targets: dict[str, list[int]] = {h: [] for h in HEADS}
+    """Run ``policy`` in ``env`` on ``seeds``; keep its (observation, action) pairs.
+
+    As in :func:`demonstrations`: rows carry the last op, rejected steps are left out.
+    """
+    rows = _Rows()
     for seed in seeds:
         obs, info = env.reset(seed=seed, options={"domain": domain})
         policy.reset(seed)
+        rows.last.reset()
         while True:
             a = policy.act(obs, info)
-            obs_rows.append(flatten_observation(obs))
-            for h in HEADS:
-                targets[h].append(int(a[h]))
+            seen = rows.last.observe(obs)
             obs, _, terminated, truncated, info = env.step(a)
+            rows.add(seen, a, info)
             if terminated or truncated:
                 break
-    return np.stack(obs_rows), {h: np.asarray(v) for h, v in targets.items()}
+    return rows.arrays()
+
+
+class _Rows:
+    """Demonstration rows: the observation the clone sees and the action, valid steps only."""
+
+    def __init__(self) -> None:
+        self.obs: list[np.ndarray] = []
+        self.targets: dict[str, list[int]] = {h: [] for h in HEADS}
+        self.last = LastOp()
+
+    def add(self, seen: dict[str, np.ndarray], action: dict[str, int], info: dict) -> None:
+        """Keep the step unless the env rejected it (then the last op stays as it was)."""
+        if info.get("invalid_action"):
+            return
+        self.obs.append(flatten_observation(seen))
+        for h in HEADS:
+            self.targets[h].append(int(action[h]))
+        self.last.took(action)
+
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if not self.obs:
+            raise DataEngError("the demonstrations hold no valid step to clone")
+        return np.stack(self.obs), {h: np.asarray(v) for h, v in self.targets.items()}
 
 
 def _skills(env: Any) -> list[str]:
@@ -280,6 +309,7 @@ def save_bc(
         {
             "kind": "bc",
             "obs_dim": net.body[0].in_features,
+            "last_op": True,
             "hidden": list(settings.hidden),
             "amounts": list(config.amounts),
             "report": report,
@@ -297,6 +327,11 @@ def load_bc(path: str | Path) -> tuple[BCNet, dict[str, Any]]:
             "`dataeng-gym train-policy --algo bc --episodes DIR... --out DIR`"
         )
     meta = json.loads(meta_path.read_text())
+    if not meta.get("last_op"):
+        raise DataEngError(
+            f"the BC policy at {str(path)!r} was trained before learned policies saw their last "
+            "op (training/observation.py); train it again with this version"
+        )
     config = EnvConfig(amounts=tuple(meta["amounts"]))
     net = BCNet(meta["obs_dim"], head_sizes(config), meta["hidden"])
     net.load_state_dict(torch.load(root / "model.pt", weights_only=True))
@@ -347,18 +382,20 @@ class BCPolicy:
                 f"the env uses {list(config.amounts)}"
             )
         self.memory = OpMemory()
+        self.last = LastOp()
 
     def reset(self, seed: int | None = None) -> None:
-        """Forget the ops tried in the last episode's final state."""
+        """Forget the last episode (its last op, the ops tried in its final state)."""
         self.memory.reset()
+        self.last.reset()
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, int]:
-        x = torch.as_tensor(flatten_observation(observation))[None]
+        x = torch.as_tensor(flatten_observation(self.last.observe(observation)))[None]
         with torch.no_grad():
             logits = self.net(x)
         action = {h: int(lg[0].argmax()) for h, lg in zip(HEADS, logits)}
         action["op"] = self.memory.choose(logits[HEADS.index("op")], observation)
-        return action
+        return self.last.took(action)
 
 
 def warm_start(algo: Any, path: str | Path) -> None:

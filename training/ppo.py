@@ -1,6 +1,7 @@
 """PPO on DataEng-v1 with Ray RLlib's new API stack, and the policy it produces.
 
-The Dict observation is flattened by RLlib's ``FlattenObservations`` env-to-module connector;
+The Dict observation, with the last op added (:mod:`~dataeng_gym.training.observation`), is
+flattened by RLlib's ``FlattenObservations`` env-to-module connector;
 the Dict action space is kept as it is (RLlib's default module samples each component from its
 own categorical). Env runners are the parallel workers; ``sample_timeout_s`` is raised because a
 real TRAIN takes seconds and RLlib otherwise returns empty batches and drops the runner. The
@@ -89,10 +90,14 @@ def _require_rllib() -> None:
 
 
 def make_training_env(env_config: dict[str, Any]) -> Any:
-    """RLlib's env creator: DataEng-v1 (real or simulated) drawing a domain per episode."""
+    """RLlib's env creator: DataEng-v1 (real or simulated) drawing a domain per episode.
+
+    Its observations carry the last op, as the learned policies see them when they act.
+    """
     import gymnasium as gym
 
     from dataeng_gym.envs.simulated import make_data_env
+    from dataeng_gym.training.observation import LastOpObservation
 
     config: EnvConfig = env_config["config"]
     domains: Sequence[str] = env_config["domains"]
@@ -106,7 +111,7 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
             domain = domains[int(self._rng.integers(len(domains)))]
             return self.env.reset(seed=seed, options={**(options or {}), "domain": domain})
 
-    return _Domains(make_data_env(config))
+    return LastOpObservation(_Domains(make_data_env(config)))
 
 
 def build_algorithm(settings: PPOSettings) -> Any:
@@ -251,7 +256,12 @@ def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
     algo.save_to_path(str(path.resolve()))
     write_json(
         path / "policy.json",
-        {"kind": "ppo", "amounts": list(settings.env.amounts), "domains": list(settings.domains)},
+        {
+            "kind": "ppo",
+            "amounts": list(settings.env.amounts),
+            "domains": list(settings.domains),
+            "last_op": True,
+        },
     )
 
 
@@ -270,13 +280,6 @@ def _module_path(path: Path) -> Path:
         / COMPONENT_RL_MODULE
         / (DEFAULT_MODULE_ID)
     )
-
-
-def observation_space(amounts: Sequence[int]) -> Any:
-    """DataEng-v1's observation space (the flattening order depends on it)."""
-    from dataeng_gym.envs.data_env import structured_spaces
-
-    return structured_spaces(EnvConfig(amounts=tuple(amounts)))[0]
 
 
 class PPOPolicy:
@@ -304,6 +307,11 @@ class PPOPolicy:
                 "`dataeng-gym train-policy --algo ppo --out DIR` and pass DIR"
             )
         meta = json.loads(meta_path.read_text())
+        if not meta.get("last_op"):
+            raise DataEngError(
+                f"the PPO policy at {str(path)!r} was trained before learned policies saw their "
+                "last op (training/observation.py); train it again with this version"
+            )
         self.amounts = tuple(meta["amounts"])
         if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
             raise DataEngError(
@@ -312,15 +320,19 @@ class PPOPolicy:
             )
         self.module = RLModule.from_checkpoint(str(_module_path(root).resolve()))
         self.module.eval()
-        self.struct = get_base_struct_from_space(observation_space(meta["amounts"]))
-        self.dist_cls = self.module.get_inference_action_dist_cls()
         from dataeng_gym.training.bc import OpMemory
+        from dataeng_gym.training.observation import LastOp, policy_observation_space
 
+        space = policy_observation_space(EnvConfig(amounts=self.amounts))
+        self.struct = get_base_struct_from_space(space)
+        self.dist_cls = self.module.get_inference_action_dist_cls()
         self.memory = OpMemory()
+        self.last = LastOp()
 
     def reset(self, seed: int | None = None) -> None:
-        """Forget the ops tried in the last episode's final state."""
+        """Forget the last episode (its last op, the ops tried in its final state)."""
         self.memory.reset()
+        self.last.reset()
 
     def flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The observation as the FlattenObservations connector feeds it to the module."""
@@ -334,7 +346,7 @@ class PPOPolicy:
         import torch
         from ray.rllib.core import Columns
 
-        obs = torch.from_numpy(self.flatten(observation)[None])
+        obs = torch.from_numpy(self.flatten(self.last.observe(observation))[None])
         with torch.no_grad():
             out = self.module.forward_inference({Columns.OBS: obs})
         logits = out[Columns.ACTION_DIST_INPUTS]
@@ -345,4 +357,4 @@ class PPOPolicy:
         sizes = head_sizes(EnvConfig(amounts=tuple(self.amounts)))
         start = sum(sizes[h] for h in HEADS[: HEADS.index("op")])
         action["op"] = self.memory.choose(logits[0, start : start + sizes["op"]], observation)
-        return action
+        return self.last.took(action)

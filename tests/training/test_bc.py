@@ -10,12 +10,12 @@ from dataeng_gym.training.bc import (
     HEADS,
     BCSettings,
     demonstrations,
-    flatten_observation,
     load_episodes,
     record_demonstrations,
     train_bc,
 )
 from dataeng_gym.training.cli import SHIPPED_SURROGATE
+from dataeng_gym.training.observation import flatten_observation, with_last_op
 
 SIM = EnvConfig(domain="code", student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
 AGREEMENT = 0.8
@@ -55,7 +55,39 @@ def test_recorded_episodes_replay_to_the_demonstrator_actions(tmp_path):
     # an argument the op reads survives the round trip through the decoded record
     gen = direct["op"] == 0
     assert targets["skill"][gen].tolist() == direct["skill"][gen].tolist()
-    assert obs.shape[1] == flatten_observation(env.reset(seed=0)[0]).size
+    assert obs.shape[1] == flatten_observation(with_last_op(env.reset(seed=0)[0], None)).size
+
+
+def test_demonstrations_leave_out_rejected_steps_and_carry_the_last_op():
+    from dataeng_gym.envs.data_env import Op
+    from dataeng_gym.training.observation import LAST_OP
+
+    env = SimulatedDataEngEnv(SIM)
+    demo = make_policy("weakest-skill", SIM)
+    obs, targets = record_demonstrations(env, demo, [7], "code")
+    s = run_episode(env, make_policy("weakest-skill", SIM), seed=7, domain="code")
+    assert s["invalid_actions"] > 0  # weakest-skill plans TRAINs before its pool is big enough
+    assert len(obs) == s["steps"] - s["invalid_actions"]
+    # the last-op columns (sorted-key layout) hold the previous kept row's op, none at the start
+    o0 = with_last_op(env.reset(seed=7)[0], None)
+    start = sum(np.asarray(o0[k]).size for k in sorted(o0) if k < LAST_OP)
+    onehots = obs[:, start : start + len(Op)]
+    assert onehots[0].sum() == 0
+    assert onehots[1:].argmax(1).tolist() == targets["op"][:-1].tolist()
+
+
+def test_an_old_checkpoint_without_the_last_op_is_a_clear_error(tmp_path):
+    import json
+
+    env = SimulatedDataEngEnv(SIM)
+    obs, targets = record_demonstrations(env, make_policy("weakest-skill", SIM), [0], "code")
+    train_bc(obs, targets, SIM, BCSettings(epochs=2), tmp_path / "bc")
+    meta_path = tmp_path / "bc" / "policy.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["last_op"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataEngError, match="last op"):
+        make_policy(f"bc:{tmp_path / 'bc'}", SIM)
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):
