@@ -18,8 +18,9 @@ from dataeng_gym.training.cli import SHIPPED_SURROGATE
 from dataeng_gym.training.observation import flatten_observation, with_last_op
 
 SIM = EnvConfig(domain="code", student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
-AGREEMENT = 0.8
-"""Stated rate: BC's greedy action equals weakest-skill's (on every field its op reads)."""
+AGREEMENT = 0.95
+"""Stated rate: BC's greedy action equals weakest-skill's (on every field its op reads).
+Measured 99.4% with the last op as an input, 84-90% without it."""
 
 
 def test_bc_lowers_its_loss_and_reproduces_the_demonstrator(tmp_path):
@@ -35,12 +36,16 @@ def test_bc_lowers_its_loss_and_reproduces_the_demonstrator(tmp_path):
     a = policy.act(o, info)
     assert set(a) == set(HEADS)
     assert a == make_policy(f"bc:{tmp_path / 'bc'}", SIM).act(o, info)
-    held_out = [run_episode(env, policy, seed=500 + i)["gain_abs"] for i in range(5)]
+    held_out = [run_episode(env, policy, seed=500 + i) for i in range(5)]
     randoms = [
         run_episode(env, make_policy("random", SIM, seed=i), seed=500 + i)["gain_abs"]
         for i in range(5)
     ]
-    assert np.mean(held_out) > np.mean(randoms) + 0.02
+    assert np.mean([s["gain_abs"] for s in held_out]) > np.mean(randoms) + 0.02
+    # cloned without the steps the env rejected, it wastes fewer than its demonstrator
+    demo_runs = [run_episode(env, demo, seed=500 + i) for i in range(5)]
+    invalid = sum(s["invalid_actions"] for s in held_out)
+    assert invalid < sum(s["invalid_actions"] for s in demo_runs), invalid
 
 
 def test_recorded_episodes_replay_to_the_demonstrator_actions(tmp_path):
