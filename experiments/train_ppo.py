@@ -13,15 +13,16 @@ env and in the REAL env with the tiny student; each episode's summary is appende
 ``results.csv``: mean and 95% confidence interval of the private gain per policy and domain,
 on real and simulated students, and their gap.
 
-Expected (docs/results.md, DataEng-v1, 20 real episodes per policy): PPO beats random and
-uniform on the real student in every domain; against weakest-skill it is level on finance
-(-0.1 points), 1.4 below on code and 1.5 below on science (paired 95% intervals: the code one
-includes 0, the science one does not), about where its behaviour-cloned start already is.
+Expected (docs/results.md, DataEng-v1, 20 real episodes per policy, learned policies with the
+last-op input): PPO beats random and uniform on the real student in every domain; against
+weakest-skill, paired, it is +2.5 points on code (95% interval excludes 0), +0.9 on finance
+and -1.5 on science (both intervals include 0; on science 5 of 20 episodes ran out of steps
+before their fourth TRAIN).
 
 ``--ppo-student tiny`` trains PPO against the real tiny student instead (warm-started from the
 same BC; with ``--workers`` env runners), the issue's "PPO on the real student directly": 8-16
 iterations of 600 real steps, 11-47 min on 2 cores, reached weakest-skill's level on all three
-domains.
+domains (measured before the last-op input).
 """
 
 from __future__ import annotations
