@@ -33,7 +33,12 @@ from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.errors import DataEngError
 from dataeng_gym.io import read_jsonl, write_json
-from dataeng_gym.training.observation import LastOp, flatten_observation
+from dataeng_gym.training.observation import (
+    LAST_OP,
+    LastOp,
+    flatten_observation,
+    require_last_op,
+)
 
 HEADS = ("amount", "difficulty", "op", "param", "skill")
 """Action components in RLlib's flattening order (sorted keys of the Dict space)."""
@@ -309,7 +314,7 @@ def save_bc(
         {
             "kind": "bc",
             "obs_dim": net.body[0].in_features,
-            "last_op": True,
+            LAST_OP: True,
             "hidden": list(settings.hidden),
             "amounts": list(config.amounts),
             "report": report,
@@ -327,11 +332,7 @@ def load_bc(path: str | Path) -> tuple[BCNet, dict[str, Any]]:
             "`dataeng-gym train-policy --algo bc --episodes DIR... --out DIR`"
         )
     meta = json.loads(meta_path.read_text())
-    if not meta.get("last_op"):
-        raise DataEngError(
-            f"the BC policy at {str(path)!r} was trained before learned policies saw their last "
-            "op (training/observation.py); train it again with this version"
-        )
+    require_last_op(meta, "BC", path)
     config = EnvConfig(amounts=tuple(meta["amounts"]))
     net = BCNet(meta["obs_dim"], head_sizes(config), meta["hidden"])
     net.load_state_dict(torch.load(root / "model.pt", weights_only=True))

@@ -17,6 +17,7 @@ import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.data_env import Op, structured_spaces
+from dataeng_gym.errors import DataEngError
 
 LAST_OP = "last_op"
 """The observation key of the last-op one-hot (all zeros before the first step)."""
@@ -42,6 +43,15 @@ def with_last_op_space(space: gym.spaces.Dict) -> gym.spaces.Dict:
 def policy_observation_space(config: EnvConfig) -> gym.spaces.Dict:
     """What a learned policy sees: the structured env's observation space plus the last op."""
     return with_last_op_space(structured_spaces(config)[0])
+
+
+def require_last_op(meta: dict[str, Any], kind: str, path: object) -> None:
+    """Refuse a checkpoint (its ``policy.json`` ``meta``) trained without the last-op input."""
+    if not meta.get(LAST_OP):
+        raise DataEngError(
+            f"the {kind} policy at {str(path)!r} was trained before learned policies saw their "
+            "last op (training/observation.py); train it again with this version"
+        )
 
 
 def flatten_observation(obs: Obs) -> np.ndarray:
@@ -75,11 +85,13 @@ class LastOpObservation(gym.Wrapper):
         super().__init__(env)
         assert isinstance(env.observation_space, gym.spaces.Dict)
         self.observation_space = with_last_op_space(env.observation_space)
+        self.last = LastOp()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
         obs, info = self.env.reset(seed=seed, options=options)
-        return with_last_op(obs, None), info
+        self.last.reset()
+        return self.last.observe(obs), info
 
     def step(self, action: dict[str, int]) -> Any:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return with_last_op(obs, int(action["op"])), reward, terminated, truncated, info
+        obs, reward, terminated, truncated, info = self.env.step(self.last.took(action))
+        return self.last.observe(obs), reward, terminated, truncated, info

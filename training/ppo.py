@@ -253,6 +253,8 @@ def train_ppo(
 
 def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
     """Save the algorithm checkpoint plus ``policy.json`` (what the policy loader needs)."""
+    from dataeng_gym.training.observation import LAST_OP
+
     algo.save_to_path(str(path.resolve()))
     write_json(
         path / "policy.json",
@@ -260,7 +262,7 @@ def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:
             "kind": "ppo",
             "amounts": list(settings.env.amounts),
             "domains": list(settings.domains),
-            "last_op": True,
+            LAST_OP: True,  # its input includes the last op
         },
     )
 
@@ -307,11 +309,13 @@ class PPOPolicy:
                 "`dataeng-gym train-policy --algo ppo --out DIR` and pass DIR"
             )
         meta = json.loads(meta_path.read_text())
-        if not meta.get("last_op"):
-            raise DataEngError(
-                f"the PPO policy at {str(path)!r} was trained before learned policies saw their "
-                "last op (training/observation.py); train it again with this version"
-            )
+        from dataeng_gym.training.observation import (
+            LastOp,
+            policy_observation_space,
+            require_last_op,
+        )
+
+        require_last_op(meta, "PPO", path)
         self.amounts = tuple(meta["amounts"])
         if config is not None and tuple(config.amounts) != tuple(meta["amounts"]):
             raise DataEngError(
@@ -320,11 +324,13 @@ class PPOPolicy:
             )
         self.module = RLModule.from_checkpoint(str(_module_path(root).resolve()))
         self.module.eval()
-        from dataeng_gym.training.bc import OpMemory
-        from dataeng_gym.training.observation import LastOp, policy_observation_space
+        from dataeng_gym.training.bc import HEADS, OpMemory, head_sizes
 
         space = policy_observation_space(EnvConfig(amounts=self.amounts))
         self.struct = get_base_struct_from_space(space)
+        sizes = head_sizes(EnvConfig(amounts=self.amounts))
+        start = sum(sizes[h] for h in HEADS[: HEADS.index("op")])
+        self.op_logits = slice(start, start + sizes["op"])  # the op's among all heads' logits
         self.dist_cls = self.module.get_inference_action_dist_cls()
         self.memory = OpMemory()
         self.last = LastOp()
@@ -352,9 +358,5 @@ class PPOPolicy:
         logits = out[Columns.ACTION_DIST_INPUTS]
         dist = self.dist_cls.from_logits(logits).to_deterministic()
         action = {k: int(v[0]) for k, v in dist.sample().items()}
-        from dataeng_gym.training.bc import HEADS, head_sizes
-
-        sizes = head_sizes(EnvConfig(amounts=tuple(self.amounts)))
-        start = sum(sizes[h] for h in HEADS[: HEADS.index("op")])
-        action["op"] = self.memory.choose(logits[0, start : start + sizes["op"]], observation)
+        action["op"] = self.memory.choose(logits[0, self.op_logits], observation)
         return self.last.took(action)
