@@ -75,6 +75,10 @@ class Args:
     trains on the gain alone (the evaluation metric; invalid-action penalties stay). The
     surrogate under-predicts what more data and later TRAINs add, so against the costs PPO
     learned to generate and TRAIN less than the real student rewards (docs/results.md)."""
+    step_cost: float = 0.0
+    """Reward subtracted per step while PPO trains (evaluation reports the gain as it is): a
+    margin for the real student, where a policy that uses its last spare steps on the
+    simulator can run out of steps before its last TRAIN (science, docs/results.md)."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
     bc_episodes: int = 50
@@ -206,6 +210,7 @@ def main(args: Args) -> None:
             lr=args.lr,
             entropy_coeff=args.entropy_coeff,
             init_from=str(bc_dir) if args.warm_start else None,
+            step_cost=args.step_cost,
         )
         say(
             f"PPO: {args.iterations} iterations x {args.batch_size} steps, "

@@ -68,6 +68,10 @@ class PPOSettings:
     """Log to W&B (offline unless WANDB_MODE says otherwise)."""
     init_from: str | None = None
     """A behaviour-cloning checkpoint (``training.bc``) to start the policy network from."""
+    step_cost: float = 0.0
+    """Subtracted from every step's reward while training (0: the env's reward as it is). A
+    margin for the real student: on the simulator a policy loses nothing by using its last
+    spare steps, and on the real student those are the steps its last TRAIN needed."""
 
     def __post_init__(self) -> None:
         if not self.domains:
@@ -79,6 +83,8 @@ class PPOSettings:
             raise ValueError("PPOSettings.workers must be >= 0 (0 samples in the driver)")
         if self.minibatch_size > self.batch_size:
             raise ValueError("PPOSettings.minibatch_size must be <= batch_size")
+        if self.step_cost < 0:
+            raise ValueError(f"PPOSettings.step_cost must be >= 0, got {self.step_cost}")
 
 
 def _require_rllib() -> None:
@@ -92,7 +98,9 @@ def _require_rllib() -> None:
 def make_training_env(env_config: dict[str, Any]) -> Any:
     """RLlib's env creator: DataEng-v1 (real or simulated) drawing a domain per episode.
 
-    Its observations carry the last op, as the learned policies see them when they act.
+    Its observations carry the last op, as the learned policies see them when they act, and
+    its rewards lose ``env_config["step_cost"]`` per step (training shaping, see
+    :attr:`PPOSettings.step_cost`).
     """
     import gymnasium as gym
 
@@ -111,7 +119,11 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
             domain = domains[int(self._rng.integers(len(domains)))]
             return self.env.reset(seed=seed, options={**(options or {}), "domain": domain})
 
-    return LastOpObservation(_Domains(make_data_env(config)))
+    env: gym.Env = LastOpObservation(_Domains(make_data_env(config)))
+    step_cost = float(env_config.get("step_cost", 0.0))
+    if step_cost:
+        env = gym.wrappers.TransformReward(env, lambda r: r - step_cost)
+    return env
 
 
 def build_algorithm(settings: PPOSettings) -> Any:
@@ -133,7 +145,12 @@ def build_algorithm(settings: PPOSettings) -> Any:
     config = (
         PPOConfig()
         .environment(
-            ENV_NAME, env_config={"config": settings.env, "domains": list(settings.domains)}
+            ENV_NAME,
+            env_config={
+                "config": settings.env,
+                "domains": list(settings.domains),
+                "step_cost": settings.step_cost,
+            },
         )
         .env_runners(
             num_env_runners=settings.workers,

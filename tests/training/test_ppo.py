@@ -92,6 +92,27 @@ def test_missing_checkpoint_and_amount_mismatch_are_clear_errors(trained, tmp_pa
         make_policy(f"ppo:{out}", TASK.replace(amounts=(1, 2, 3, 4)))
 
 
+def test_the_step_cost_lowers_each_training_reward_and_changes_nothing_else():
+    from dataeng_gym.training.ppo import PPOSettings, make_training_env
+
+    plain = make_training_env({"config": TASK.replace(max_steps=20), "domains": ["code"]})
+    costly = make_training_env(
+        {"config": TASK.replace(max_steps=20), "domains": ["code"], "step_cost": 0.001}
+    )
+    policy = make_policy("random", TASK, seed=1)
+    (a, _), (b, _) = plain.reset(seed=4), costly.reset(seed=4)
+    for _ in range(20):
+        action = policy.act(a, {})
+        a, ra, done_a, _, _ = plain.step(action)
+        b, rb, done_b, _, _ = costly.step(action)
+        assert rb == pytest.approx(ra - 0.001)
+        assert done_a == done_b and all(np.array_equal(a[k], b[k]) for k in a)
+        if done_a:
+            break
+    with pytest.raises(ValueError, match="step_cost"):
+        PPOSettings(env=TASK, step_cost=-0.001)
+
+
 def test_warm_start_reaches_a_remote_env_runner(ray_session, tmp_path):
     import torch
 
