@@ -11,7 +11,7 @@ import csv
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ CSV_COLUMNS = (
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% Student-t confidence interval (NaN below 2 values).
 
-    >>> mean_ci95([1.0, 2.0, 3.0])
+    >>> mean, half = mean_ci95([1.0, 2.0, 3.0])
+    >>> mean, round(half, 3)
     (2.0, 2.484)
     """
     n = len(values)
@@ -60,6 +61,21 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
     return mean, round(t * sd / math.sqrt(n), 12)
+
+
+def paired_ci95(a: Mapping[Any, float], b: Mapping[Any, float]) -> tuple[float, float, int]:
+    """Mean and 95% half-width of ``a[k] - b[k]`` over the keys both have, and their number.
+
+    Paired by key (an evaluation seed): both policies met the same start, so the seed's own
+    luck cancels and the interval is narrower than that of the difference of two means.
+
+    >>> mean, half, n = paired_ci95({1: 2.0, 2: 3.0, 3: 5.0}, {1: 1.0, 2: 1.0, 3: 2.0, 4: 9.0})
+    >>> mean, round(half, 3), n
+    (2.0, 2.484, 3)
+    """
+    keys = [k for k in a if k in b]
+    mean, half = mean_ci95([a[k] - b[k] for k in keys])
+    return mean, half, len(keys)
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

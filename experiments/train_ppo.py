@@ -41,10 +41,13 @@ from dataeng_gym.envs.simulated import make_data_env
 from dataeng_gym.episode import run_episode
 from dataeng_gym.io import append_jsonl, read_jsonl, write_json
 from dataeng_gym.policies import make_policy
-from dataeng_gym.report import mean_ci95
+from dataeng_gym.report import mean_ci95, paired_ci95
 from dataeng_gym.training.bc import BCSettings, record_demonstrations, train_bc
 from dataeng_gym.training.cli import SHIPPED_SURROGATE
 from dataeng_gym.training.ppo import PPOSettings, train_ppo
+
+BASELINE = "weakest-skill"
+"""The hand-written policy the learned ones are compared with, paired by evaluation seed."""
 
 
 @dataclass
@@ -264,22 +267,30 @@ def main(args: Args) -> None:
 
     # 4. tables
     records = list(read_jsonl(log))
+
+    def gains(domain: str, policy: str, student: str) -> dict[int, float]:
+        """Private gain in points per evaluation seed."""
+        return {
+            r["seed"]: 100 * r["gain_abs"]
+            for r in records
+            if r["domain"] == domain and r["policy"] == policy and r["student"] == student
+        }
+
     rows = []
     for d in args.domains:
         for p in args.policies:
             row: dict = {"domain": d, "policy": p}
             for student in ("tiny", "simulated"):
-                g = [
-                    100 * r["gain_abs"]
-                    for r in records
-                    if r["domain"] == d and r["policy"] == p and r["student"] == student
-                ]
-                mean, half = mean_ci95(g)
+                g = gains(d, p, student)
+                mean, half = mean_ci95(list(g.values()))
                 row[f"{student}_n"], row[f"{student}_mean"], row[f"{student}_ci95"] = (
                     len(g),
                     mean,
                     half,
                 )
+                mean, half, _ = paired_ci95(g, gains(d, BASELINE, student))
+                row[f"{student}_minus_{BASELINE}"] = mean
+                row[f"{student}_minus_{BASELINE}_ci95"] = half
             row["sim_minus_real"] = row["simulated_mean"] - row["tiny_mean"]
             rows.append(row)
     with open(out / "results.csv", "w", newline="") as f:
@@ -288,19 +299,22 @@ def main(args: Args) -> None:
         writer.writerows(rows)
     lines = [
         "| domain | policy | real: private gain (points) | n | simulated: private gain | n "
-        "| sim - real |",
-        "|---|---|---|---|---|---|---|",
+        f"| sim - real | real: minus {BASELINE} (paired) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['domain']} | {r['policy']} | {r['tiny_mean']:+.1f} ± {r['tiny_ci95']:.1f} "
             f"| {r['tiny_n']} | {r['simulated_mean']:+.1f} ± {r['simulated_ci95']:.1f} "
-            f"| {r['simulated_n']} | {r['sim_minus_real']:+.1f} |"
+            f"| {r['simulated_n']} | {r['sim_minus_real']:+.1f} "
+            f"| {r[f'tiny_minus_{BASELINE}']:+.1f} ± {r[f'tiny_minus_{BASELINE}_ci95']:.1f} |"
         )
     table = "\n".join(lines)
     (out / "results.md").write_text(
         f"# train_ppo results\n\nArgs: `{dataclasses.asdict(args)}`\n\n"
-        "Private gain, mean ± 95% CI half-width (t), held-out seeds 10000+.\n\n" + table + "\n"
+        "Private gain, mean ± 95% CI half-width (t), held-out seeds 10000+; the last "
+        f"column: the policy's gain minus {BASELINE}'s on the same seeds (nan where one "
+        "of them was not run).\n\n" + table + "\n"
     )
     write_json(out / "args.json", dataclasses.asdict(args))
     print(table)

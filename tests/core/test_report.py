@@ -1,12 +1,14 @@
 import csv
+import doctest
 import json
 import math
 
 import pytest
 
+from dataeng_gym import report
 from dataeng_gym.cli import main
 from dataeng_gym.errors import DataEngError
-from dataeng_gym.report import mean_ci95, write_report
+from dataeng_gym.report import mean_ci95, paired_ci95, write_report
 from dataeng_gym.results import EpisodeKey, make_record
 
 
@@ -55,6 +57,20 @@ def test_mean_ci95_uses_student_t():
     assert mean == pytest.approx(0.2)
     assert ci == pytest.approx(4.303 * 0.1 / math.sqrt(3))
     assert math.isnan(mean_ci95([1.0])[1])
+
+
+def test_paired_ci95_pairs_by_key_and_cancels_a_shared_offset():
+    seeds = {s: 10.0 * s for s in range(6)}  # wide spread across seeds, shared by both
+    a = {s: v + 1.0 + 0.1 * (s % 2) for s, v in seeds.items()}
+    mean, half, n = paired_ci95(a, {**seeds, 99: 0.0})
+    assert n == 6 and mean == pytest.approx(1.05)
+    assert half < 0.2 < mean_ci95(list(a.values()))[1]  # the seeds' spread cancels
+    assert paired_ci95({1: 1.0}, {2: 1.0})[2] == 0
+
+
+def test_report_doctests():
+    result = doctest.testmod(report)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_report_files_hold_the_right_numbers(known_run):
