@@ -74,6 +74,13 @@ class EnvConfig:
     """Where base checkpoints are cached (default: $DATAENG_GYM_CACHE or ~/.cache/dataeng_gym)."""
     simulator_path: str | None = None
     """The surrogate.json of ``dataeng-gym calibrate`` (needed when student_kind is simulated)."""
+    sim_noise: float = 0.0
+    """Simulated student only: standard deviation (accuracy, 0-1) of seeded Gaussian noise on
+    each skill's predicted *public* accuracy after a TRAIN. The real student's public scores
+    scatter around the surrogate (held-out error 3-6 points per skill, and 102 public items per
+    skill alone give about 5 points of sampling noise); a policy trained on the noise-free
+    surrogate never sees such states. Private scores follow the noise-free prediction of the
+    pool with the best noisy public score, as picking by a noisy public score does."""
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -110,6 +117,8 @@ class EnvConfig:
                 "EnvConfig.student_kind='simulated' needs simulator_path: the "
                 "surrogate.json written by `dataeng-gym calibrate`"
             )
+        if not 0 <= self.sim_noise < 0.5:
+            raise ValueError(f"EnvConfig.sim_noise must be in [0, 0.5), got {self.sim_noise}")
         if self.eval_public_limit < 0 or self.eval_private_limit < 0:
             raise ValueError("EnvConfig eval limits must be >= 0 (0 = the whole split)")
         if self.student_kind == "hf" and not self.hf_student.model:

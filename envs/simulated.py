@@ -93,7 +93,8 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     ## Arguments
 
     ``config`` (:class:`EnvConfig`, with ``simulator_path`` set) or a ``surrogate`` object, and
-    any config fields as keyword overrides.
+    any config fields as keyword overrides. ``sim_noise`` scatters each TRAIN's public scores
+    (domain randomization for the real student's noisy scores; seeded by ``reset``).
 
     ## Version History
 
@@ -141,6 +142,7 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         self.base_public = self.model.score(self.base_acc, "public")
         self.last_public = self.best_public = self.base_public
         self.best_acc: np.ndarray | None = None
+        """The noise-free prediction of the pool with the best (noisy) public score."""
         self.teacher_left = self.config.teacher_budget
         self.train_left = self.config.train_budget
         self.steps = self.invalid_actions = self.contaminated_removed = 0
@@ -330,11 +332,15 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         )
         self.train_left -= 1
         terms["train_cost"] = rewards.train_cost(1, self.config.train_cost)
-        self.acc = self.model.predict(counts, position)
+        predicted = self.model.predict(counts, position)
+        self.acc = predicted
+        if self.config.sim_noise:
+            noise = self.np_random.normal(0.0, self.config.sim_noise, predicted.shape)
+            self.acc = np.clip(predicted + noise, 0.0, 1.0)
         self.last_public = self.model.score(self.acc, "public")
         terms["gain"] = rewards.best_gain(self.best_public, self.last_public)
         if self.last_public > self.best_public:
-            self.best_public, self.best_acc = self.last_public, self.acc.copy()
+            self.best_public, self.best_acc = self.last_public, predicted.copy()
         return None, {"examples": n, "public": self.last_public}
 
     def _final(self) -> dict[str, Any]:

@@ -85,6 +85,10 @@ class Args:
     margin for the real student, where a policy that uses its last spare steps on the
     simulator can run out of steps before its last TRAIN. Measured at 0.0005 over 2-3
     training seeds: it did not change how often that happens (docs/results.md)."""
+    sim_noise: float = 0.0
+    """Std of the noise on each simulated TRAIN's per-skill public scores while PPO trains
+    (``EnvConfig.sim_noise``; evaluation on the simulator stays noise-free): domain
+    randomization, so PPO meets the scattered scores the real student shows."""
     warm_start: bool = True
     """Start PPO's actor from the behaviour-cloned policy (random init otherwise)."""
     bc_episodes: int = 50
@@ -201,7 +205,11 @@ def main(args: Args) -> None:
     # 2. PPO on the simulated (or real) student, warm-started from BC
     ppo_dir = out / "ppo"
     if "ppo" in args.policies and not (ppo_dir / "summary.json").exists():
-        train_config = real_config if args.ppo_student == "tiny" else sim_config
+        train_config = (
+            real_config
+            if args.ppo_student == "tiny"
+            else sim_config.replace(sim_noise=args.sim_noise)
+        )
         settings = PPOSettings(
             env=train_config
             if args.cost_terms

@@ -160,6 +160,31 @@ def test_curation_operations_move_counts_like_the_real_pool():
     assert not np.allclose(env.acc, env.base_acc)  # the surrogate student moved
 
 
+def test_sim_noise_scatters_public_scores_and_private_follows_the_noise_free_prediction():
+    clean, noisy = SimulatedDataEngEnv(SIM), SimulatedDataEngEnv(SIM.replace(sim_noise=0.05))
+    twin = SimulatedDataEngEnv(SIM.replace(sim_noise=0.05))
+    deltas = []
+    for seed in range(40):
+        finals = []
+        for env in (clean, noisy, twin):
+            env.reset(seed=seed)
+            for s in range(4):  # the teacher draws the same pool with and without the noise
+                env.step(act(Op.GENERATE, skill=s, difficulty=seed % 3, amount=2))
+            env.step(act(Op.TRAIN))
+            finals.append(env.step(act(Op.SUBMIT))[4])
+        np.testing.assert_array_equal(noisy.pool, clean.pool)
+        np.testing.assert_array_equal(noisy.acc, twin.acc)  # seeded by reset
+        deltas.extend(noisy.acc - clean.acc)
+        n = finals[1]
+        # picked by its noisy public score, the pool's private is the noise-free prediction's
+        predicted = clean.model.score(clean.model.private(clean.acc), "private")
+        picked = n["final_public"] > n["base_public"]
+        assert n["final_private"] == pytest.approx(predicted if picked else n["base_private"])
+    assert 0.04 < np.std(deltas) < 0.06 and abs(np.mean(deltas)) < 0.015
+    with pytest.raises(ValueError, match="sim_noise"):
+        SIM.replace(sim_noise=-0.1)
+
+
 @pytest.mark.parametrize("domain", ["code", "science", "finance"])
 def test_simulated_student_ranks_the_baselines_like_the_real_one(domain):
     # real student (DataEng-v1, docs/results.md): weakest-skill > uniform > random = 0 on each
