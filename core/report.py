@@ -78,6 +78,26 @@ def paired_ci95(a: Mapping[Any, float], b: Mapping[Any, float]) -> tuple[float, 
     return mean, half, len(keys)
 
 
+def pooled_paired_ci95(
+    runs: Sequence[Mapping[Any, float]], b: Mapping[Any, float]
+) -> tuple[float, float, int]:
+    """:func:`paired_ci95` of the mean of several runs against ``b``, over the keys all share.
+
+    Per key (an evaluation seed), the runs' values (say, policies from different training
+    seeds) are averaged first; the interval is over the keys, so it says how the runs do
+    together on these seeds, not how far apart the runs are.
+
+    >>> runs = [{1: 2.0, 2: 4.0}, {1: 4.0, 2: 6.0, 3: 9.0}]  # seed 3: only in one run
+    >>> mean, half, n = pooled_paired_ci95(runs, {1: 1.0, 2: 2.0, 3: 0.0})
+    >>> mean, n
+    (2.5, 2)
+    """
+    if not runs:
+        return math.nan, math.nan, 0
+    keys = set.intersection(*(set(r) for r in runs))
+    return paired_ci95({k: sum(r[k] for r in runs) / len(runs) for k in keys}, b)
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row of ``CSV_COLUMNS`` per (experiment, policy, domain), in first-seen order."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)

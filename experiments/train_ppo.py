@@ -249,7 +249,14 @@ def main(args: Args) -> None:
                     seed = 10_000 + i
                     if (student, policy_name, d, seed) in done:
                         continue
-                    s = run_episode(env, policy, seed=seed, domain=d)
+                    steps: list[dict] = []
+                    s = run_episode(env, policy, seed=seed, domain=d, on_step=steps.append)
+                    actions = [  # what each step did, to see where a policy's steps go
+                        {**(r["action"] or {}), "invalid": r["invalid_action"]}
+                        if r["invalid_action"]
+                        else r["action"]
+                        for r in steps
+                    ]
                     record = {
                         "student": student,
                         "policy": policy_name,
@@ -267,8 +274,10 @@ def main(args: Args) -> None:
                                 "wall_seconds",
                                 "train_runs",
                                 "invalid_actions",
+                                "train_publics",
                             )
                         },
+                        "actions": actions,
                     }
                     append_jsonl(log, record)
                     say(

@@ -8,7 +8,7 @@ import pytest
 from dataeng_gym import report
 from dataeng_gym.cli import main
 from dataeng_gym.errors import DataEngError
-from dataeng_gym.report import mean_ci95, paired_ci95, write_report
+from dataeng_gym.report import mean_ci95, paired_ci95, pooled_paired_ci95, write_report
 from dataeng_gym.results import EpisodeKey, make_record
 
 
@@ -66,6 +66,18 @@ def test_paired_ci95_pairs_by_key_and_cancels_a_shared_offset():
     assert n == 6 and mean == pytest.approx(1.05)
     assert half < 0.2 < mean_ci95(list(a.values()))[1]  # the seeds' spread cancels
     assert paired_ci95({1: 1.0}, {2: 1.0})[2] == 0
+
+
+def test_pooled_paired_ci95_averages_the_runs_per_key_before_pairing():
+    base = {s: 10.0 * s for s in range(8)}
+    wobble = {s: (-1.0) ** s * 3.0 for s in base}  # each run alone: +-3 around +1 per seed
+    up = {s: v + 1.0 + wobble[s] for s, v in base.items()}
+    down = {s: v + 1.0 - wobble[s] for s, v in base.items()}
+    mean, half, n = pooled_paired_ci95([up, {**down, 99: 5.0}], base)
+    assert n == 8 and mean == pytest.approx(1.0) and half == pytest.approx(0.0)
+    assert paired_ci95(up, base)[1] > 2.0  # one run alone is wide
+    assert pooled_paired_ci95([up], base) == paired_ci95(up, base)
+    assert pooled_paired_ci95([], base)[2] == 0
 
 
 def test_report_doctests():
