@@ -69,7 +69,8 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
         for domain in domains:
             pooled: dict[str, list[dict[int, float]]] = defaultdict(list)
             base: dict[str, dict[int, float]] = {}
-            for run, gains, trains in loaded:
+            runs_here = [x for x in loaded if x[1][domain, policy, "tiny"]]
+            for run, gains, trains in runs_here:
                 cells = []
                 for student in ("tiny", "simulated"):
                     mine, theirs = gains[domain, policy, student], gains[domain, BASELINE, student]
@@ -82,14 +83,13 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
                 lines.append(
                     f"| {name} | {domain} | {run.name} | {cells[0]} | {short} | {cells[1]} |"
                 )
-            if len(loaded) > 1:
+            if len(runs_here) > 1:
                 cells = [
                     _cell(*pooled_paired_ci95(pooled[student], base[student]))
                     for student in ("tiny", "simulated")
                 ]
-                lines.append(
-                    f"| {name} | {domain} | **mean of {len(loaded)}** | {cells[0]} | | {cells[1]} |"
-                )
+                mean_of = f"**mean of {len(runs_here)}**"
+                lines.append(f"| {name} | {domain} | {mean_of} | {cells[0]} | | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -100,7 +100,8 @@ def main() -> None:
         action="append",
         required=True,
         metavar="NAME=DIR[,DIR...]",
-        help="a configuration and its train_ppo.py run directories, one per training seed",
+        help="a configuration and its train_ppo.py run directories, one per training seed "
+        "(repeat a NAME to add runs of other domains)",
     )
     parser.add_argument("--policy", default="ppo", help="the learned policy to judge (ppo, bc)")
     parser.add_argument("--out", help="also write the table to this markdown file")
@@ -110,7 +111,7 @@ def main() -> None:
         name, sep, dirs = spec.partition("=")
         if not sep or not dirs:
             parser.error(f"--run wants NAME=DIR[,DIR...], got {spec!r}")
-        configs[name] = [Path(d) for d in dirs.split(",")]
+        configs.setdefault(name, []).extend(Path(d) for d in dirs.split(","))
     text = table(configs, args.policy)
     if args.out:
         Path(args.out).write_text(text + "\n")
