@@ -11,7 +11,7 @@ import csv
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,23 @@ def pooled_paired_ci95(
         return math.nan, math.nan, 0
     keys = set.intersection(*(set(r) for r in runs))
     return paired_ci95({k: sum(r[k] for r in runs) / len(runs) for k in keys}, b)
+
+
+def gains_by_seed(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[Any, float]]:
+    """Private gain in points per evaluation seed, keyed by (domain, policy, student).
+
+    The grouping of ``experiments/train_ppo.py``'s ``episodes.jsonl`` records; a key that
+    was never recorded reads as an empty mapping.
+
+    >>> g = gains_by_seed([{"domain": "code", "policy": "uniform", "student": "tiny",
+    ...                     "seed": 7, "gain_abs": 0.125}])
+    >>> g["code", "uniform", "tiny"], g["code", "random", "tiny"]
+    ({7: 12.5}, {})
+    """
+    gains: dict[tuple, dict[Any, float]] = defaultdict(dict)
+    for r in records:
+        gains[r["domain"], r["policy"], r["student"]][r["seed"]] = 100 * r["gain_abs"]
+    return gains
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,37 +19,43 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.io import read_jsonl
-from dataeng_gym.report import paired_ci95, pooled_paired_ci95
+from dataeng_gym.report import gains_by_seed, paired_ci95, pooled_paired_ci95
 
 BASELINE = "weakest-skill"
-
-Gains = dict[tuple[str, str, str], dict[int, float]]
-"""(domain, policy, student) -> evaluation seed -> private gain in points."""
+STUDENTS = ("tiny", "simulated")
 
 
-def load_run(run: Path) -> tuple[Gains, dict[str, list[int]]]:
-    """A run's gains and, per domain, the policy's real episodes' TRAIN counts."""
-    gains: Gains = defaultdict(dict)
-    trains: dict[str, list[int]] = defaultdict(list)
-    log = run / "episodes.jsonl"
-    if not log.exists():
-        raise SystemExit(f"{run}: no episodes.jsonl (is it a train_ppo.py --out directory?)")
-    for r in read_jsonl(log):
-        gains[r["domain"], r["policy"], r["student"]][r["seed"]] = 100 * r["gain_abs"]
-        if r["student"] == "tiny":
-            trains[f"{r['domain']}/{r['policy']}"].append(r["train_runs"])
-    return gains, trains
+@dataclass(frozen=True)
+class Run:
+    """One train_ppo.py run directory, read once."""
 
-
-def train_budget(run: Path) -> int:
+    name: str
+    gains: dict[tuple, dict[int, float]]
+    """(domain, policy, student) -> evaluation seed -> private gain in points."""
+    trains: dict[tuple[str, str], list[int]]
+    """(domain, policy) -> TRAIN runs of each real episode."""
+    train_budget: int
     """The run's TRAIN budget (its ``env_overrides``, else the default config's)."""
-    args = run / "args.json"
+
+
+def load_run(path: Path) -> Run:
+    log = path / "episodes.jsonl"
+    if not log.exists():
+        raise SystemExit(f"{path}: no episodes.jsonl (is it a train_ppo.py --out directory?)")
+    records = list(read_jsonl(log))
+    trains: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for r in records:
+        if r["student"] == "tiny":
+            trains[r["domain"], r["policy"]].append(r["train_runs"])
+    args = path / "args.json"
     overrides = json.loads(args.read_text()).get("env_overrides", {}) if args.exists() else {}
-    return int(overrides.get("train_budget", EnvConfig().train_budget))
+    budget = int(overrides.get("train_budget", EnvConfig().train_budget))
+    return Run(path.name, gains_by_seed(records), trains, budget)
 
 
 def _cell(mean: float, half: float, n: int) -> str:
@@ -63,32 +69,34 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
         f"short of their TRAINs | simulated: minus {BASELINE} |",
         "|---|---|---|---|---|---|",
     ]
-    for name, runs in configs.items():
-        loaded = [(run, *load_run(run)) for run in runs]
-        domains = sorted({d for _, g, _ in loaded for (d, p, _) in g if p == policy})
+    for name, paths in configs.items():
+        loaded = [load_run(path) for path in paths]
+        domains = sorted({d for run in loaded for (d, p, _) in run.gains if p == policy})
         for domain in domains:
-            pooled: dict[str, list[dict[int, float]]] = defaultdict(list)
-            base: dict[str, dict[int, float]] = {}
-            runs_here = [x for x in loaded if x[1][domain, policy, "tiny"]]
-            for run, gains, trains in runs_here:
-                cells = []
-                for student in ("tiny", "simulated"):
-                    mine, theirs = gains[domain, policy, student], gains[domain, BASELINE, student]
-                    cells.append(_cell(*paired_ci95(mine, theirs)))
-                    pooled[student].append(mine)
-                    base[student] = theirs
-                budget = train_budget(run)
-                counts = trains[f"{domain}/{policy}"]
-                short = f"{sum(c < budget for c in counts)} of {len(counts)}"
+            runs = [run for run in loaded if run.gains[domain, policy, "tiny"]]
+            for run in runs:
+                cells = [
+                    _cell(
+                        *paired_ci95(run.gains[domain, policy, s], run.gains[domain, BASELINE, s])
+                    )
+                    for s in STUDENTS
+                ]
+                counts = run.trains[domain, policy]
+                short = f"{sum(c < run.train_budget for c in counts)} of {len(counts)}"
                 lines.append(
                     f"| {name} | {domain} | {run.name} | {cells[0]} | {short} | {cells[1]} |"
                 )
-            if len(runs_here) > 1:
-                cells = [
-                    _cell(*pooled_paired_ci95(pooled[student], base[student]))
-                    for student in ("tiny", "simulated")
+            if len(runs) > 1:
+                cells = [  # weakest-skill's episodes are the same in every run (deterministic env)
+                    _cell(
+                        *pooled_paired_ci95(
+                            [run.gains[domain, policy, s] for run in runs],
+                            runs[-1].gains[domain, BASELINE, s],
+                        )
+                    )
+                    for s in STUDENTS
                 ]
-                mean_of = f"**mean of {len(runs_here)}**"
+                mean_of = f"**mean of {len(runs)}**"
                 lines.append(f"| {name} | {domain} | {mean_of} | {cells[0]} | | {cells[1]} |")
     return "\n".join(lines)
 

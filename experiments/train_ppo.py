@@ -33,7 +33,6 @@ import csv
 import dataclasses
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from dataeng_gym.envs.simulated import make_data_env
 from dataeng_gym.episode import run_episode
 from dataeng_gym.io import append_jsonl, read_jsonl, write_json
 from dataeng_gym.policies import make_policy
-from dataeng_gym.report import mean_ci95, paired_ci95
+from dataeng_gym.report import gains_by_seed, mean_ci95, paired_ci95
 from dataeng_gym.training.bc import BCSettings, record_demonstrations, train_bc
 from dataeng_gym.training.cli import SHIPPED_SURROGATE
 from dataeng_gym.training.ppo import PPOSettings, train_ppo
@@ -287,9 +286,7 @@ def main(args: Args) -> None:
                     )
 
     # 4. tables
-    gains: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
-    for r in read_jsonl(log):  # private gain in points per evaluation seed
-        gains[r["domain"], r["policy"], r["student"]][r["seed"]] = 100 * r["gain_abs"]
+    gains = gains_by_seed(read_jsonl(log))
     rows = []
     for d in args.domains:
         for p in args.policies:
