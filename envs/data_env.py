@@ -491,12 +491,7 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         return self._students[domain.name]
 
     def _base_key(self, domain: Domain) -> str:
-        cfg = self.config
-        return (
-            f"{domain.name}-{domain.seed}-{domain.fingerprint}-items{cfg.base_items}"
-            f"-skills{cfg.base_skill_mix or domain.base_mix}"
-            f"-diff{cfg.base_difficulty_mix}"
-        )
+        return base_key(domain, self.config)
 
     def _replay_source(self) -> list[tuple[str, str]]:
         """The base student's own training mix, built once per process and base checkpoint."""
@@ -558,6 +553,15 @@ def with_replay(
             out.append(picked[j])
             j += 1
     return out + picked[j:]
+
+
+def base_key(domain: Domain, config: EnvConfig) -> str:
+    """Names the base mix of :func:`base_examples`: the student's base-checkpoint cache key."""
+    return (
+        f"{domain.name}-{domain.seed}-{domain.fingerprint}-items{config.base_items}"
+        f"-skills{config.base_skill_mix or domain.base_mix}"
+        f"-diff{config.base_difficulty_mix}"
+    )
 
 
 def base_examples(domain: Domain, config: EnvConfig) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ so that many tiny students can share one GPU; its results match the CPU's closel
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,13 @@ class StudentConfig:
         lora_alpha: LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).
         dropout: Dropout on the token embeddings while training. It is the randomness that
             the fine-tuning seed drives; 0 makes the seed irrelevant for full fine-tuning.
+        compile: torch.compile the decoder layers for full fine-tuning (inductor, which needs a
+            C++ compiler on CPU), with math attention in place of SDPA (also in answer()).
+            Faster TRAINs after a first one per process that spends ~20-60 s compiling
+            (docs/results.md, "torch.compile"): worth it for long-lived workers (PPO on the
+            real student, many episodes), not for one short episode. Its weights match eager
+            fine-tuning closely, not bitwise, and are deterministic on CPU. The base
+            checkpoint is trained eager, so the base cache is shared.
         device: Where the student trains and answers: "auto" (CUDA when torch sees a GPU,
             else CPU; the CPU in a Ray worker without a GPU share), "cpu", or "cuda" (an
             error where there is none). Checked where the
@@ -142,6 +151,7 @@ class StudentConfig:
     lora_r: int = 0
     lora_alpha: int = 16
     dropout: float = 0.1
+    compile: bool = False
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -196,6 +206,13 @@ class StudentConfig:
                 raise ConfigError(
                     f"StudentConfig.{name} must be in [0, 1), got {getattr(self, name)}"
                 )
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"StudentConfig.compile must be a bool, got {self.compile!r}")
+        if self.compile and self.lora_r:
+            raise ConfigError(
+                "StudentConfig.compile applies to full fine-tuning only: every LoRA TRAIN wraps "
+                "a new model, which would recompile each time; set lora_r=0 or compile=False"
+            )
         if self.device not in DEVICES:
             raise ConfigError(
                 f"StudentConfig.device must be one of {', '.join(DEVICES)}, got {self.device!r}"
@@ -312,9 +329,20 @@ class TinyStudent:
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._model = LlamaForCausalLM(self._llama_config).float()
+            self._model = LlamaForCausalLM(copy.deepcopy(self._llama_config)).float()
+        if config.compile:
+            # Compiled, HF's plain (math) attention fuses into inductor's kernels and beats
+            # SDPA's flash kernel at this head size; eager, SDPA is the faster one. The base
+            # trains from self._llama_config, so it stays SDPA either way.
+            self._model.set_attn_implementation("eager")
         self._model.to(self.device)
         self._base: dict[str, torch.Tensor] | None = None
+        # Shares self._model's decoder weights; answer() and state_dict() keep using the eager one.
+        self._compiled: Callable[..., Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A compiled decoder does not pickle; the copy compiles its own on its first TRAIN.
+        return self.__dict__ | {"_compiled": None}
 
     # ------------------------------------------------------------------ base checkpoint
 
@@ -443,7 +471,15 @@ class TinyStudent:
                 model.load_state_dict(self.base_state)
                 params = list(model.parameters())
             losses, tokens = _train(
-                model, params, data, batches, steps, cfg.lr, cfg.weight_decay, cfg
+                model,
+                params,
+                data,
+                batches,
+                steps,
+                cfg.lr,
+                cfg.weight_decay,
+                cfg,
+                decoder=self._compiled_decoder() if cfg.compile else None,
             )
         if cfg.lora_r:
             model = model.merge_and_unload()  # type: ignore[operator]
@@ -454,6 +490,24 @@ class TinyStudent:
             tokens=tokens,
             seconds=time.perf_counter() - start,
         )
+
+    def _compiled_decoder(self) -> Callable[..., Any]:
+        """The decoder stack under torch.compile, built once; its first call compiles."""
+        if self._compiled is None:
+            decoder = torch.compile(_llama(self._model).model, dynamic=True)
+
+            def run(**kwargs: Any) -> Any:
+                try:
+                    return decoder(**kwargs)
+                except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler
+                    raise StudentError(
+                        f"torch.compile of the student failed ({type(e.inner_exception).__name__}"
+                        f": {str(e.inner_exception).splitlines()[0][:300]}); install a C++ "
+                        "compiler (g++) or set StudentConfig.compile=False"
+                    ) from e
+
+            self._compiled = run
+        return self._compiled
 
     def _lora_model(self) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
         """A PEFT-wrapped fresh copy of the base whose only trainable weights are adapters."""
@@ -571,8 +625,13 @@ def _train(
     lr: float,
     weight_decay: float,
     cfg: StudentConfig,
+    *,
+    decoder: Callable[..., Any] | None = None,
 ) -> tuple[list[float], int]:
     """Run AdamW with linear warmup and cosine decay; return per-step losses and tokens seen.
+
+    ``decoder`` replaces the model's decoder stack in the forward pass (a compiled one that
+    shares its weights); the embedding dropout and output head stay eager around it.
 
     The batch is right-padded with no attention mask: under the causal mask, real tokens never
     see the trailing pads, and SDPA keeps its fast is_causal path. Logits are computed only at
@@ -596,7 +655,7 @@ def _train(
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         embeds = F.dropout(core.model.embed_tokens(x), cfg.dropout, training=cfg.dropout > 0)
-        hidden = core.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        hidden = (decoder or core.model)(inputs_embeds=embeds, use_cache=False).last_hidden_state
         logits = core.lm_head(hidden.reshape(-1, hidden.shape[-1])[flat])
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)

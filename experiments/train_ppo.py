@@ -109,6 +109,9 @@ class Args:
     """Students to evaluate on ("tiny" alone needs no surrogate for the baselines)."""
     seed: int = 0
     """Seed of PPO, BC and the random baseline."""
+    compile_student: bool = False
+    """torch.compile the REAL tiny student's fine-tuning (StudentConfig.compile): faster TRAINs
+    after a first one that compiles; weights match eager closely, not bitwise."""
     track: bool = False
     """Log PPO to W&B (offline)."""
     as_test: bool = False
@@ -157,6 +160,10 @@ def main(args: Args) -> None:
         domain=args.domains[0], student_kind="simulated", simulator_path=args.simulator
     ).replace(**args.env_overrides)
     real_config = EnvConfig(domain=args.domains[0]).replace(**args.env_overrides)
+    if args.compile_student:
+        real_config = real_config.replace(
+            student=dataclasses.replace(real_config.student, compile=True)
+        )
 
     # 1. behaviour cloning of weakest-skill, from simulated episodes
     bc_dir = out / "bc"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -288,6 +289,54 @@ def test_lora_without_peft_names_the_extra(
         s.fine_tune(reverse_task(TRAIN[:10]), seed=0)
 
 
+# ---------------------------------------------------------------- torch.compile
+
+# torch's own compile machinery calls the deprecated torch.jit.script_method; not ours to fix.
+_TORCH_JIT_WARNING = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(_TORCH_JIT_WARNING)
+def test_compiled_fine_tune_matches_eager_is_deterministic_and_pickles(
+    trained_base: Path,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    examples = reverse_task(TRAIN[:200])
+    prompts = [p for p, _ in reverse_task(HELD_OUT)]
+    s = student(trained_base, dataclasses.replace(SMALL, compile=True))
+    graphs = counters["stats"]["unique_graphs"]
+    a = s.fine_tune(examples, seed=7)
+    assert counters["stats"]["unique_graphs"] > graphs  # the decoder really ran compiled
+    b = s.fine_tune(examples, seed=7)
+    eager = student(trained_base).fine_tune(examples, seed=7)
+
+    assert a.losses == b.losses
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    assert a.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
+    assert all(torch.allclose(a.state[k], eager.state[k], atol=1e-4) for k in a.state)
+    assert s.answer(prompts, a.state) == s.answer(prompts, eager.state)
+    assert a.state.keys() == s.base_state.keys()  # compiling renames no weight
+
+    copy = pickle.loads(pickle.dumps(s))  # the compiled decoder is rebuilt, not pickled
+    c = copy.fine_tune(examples, seed=7)
+    assert c.losses == a.losses
+
+
+@pytest.mark.filterwarnings(_TORCH_JIT_WARNING)
+def test_compile_failure_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.config as inductor
+
+    # A width no other test compiles, and an empty kernel cache: the compiler must be called.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor.cpp, "cxx", ("no-such-c++-compiler",))
+    config = dataclasses.replace(SMALL, compile=True, hidden_size=40, base_steps=2)
+    s = TinyStudent(config, cache_dir=tmp_path)
+    s.load_base("copy", lambda: copy_task(TRAIN[:50]))
+    with pytest.raises(StudentError, match=r"g\+\+\) or set StudentConfig.compile=False"):
+        s.fine_tune(reverse_task(TRAIN[:10]), seed=0)
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -312,6 +361,8 @@ def test_lora_without_peft_names_the_extra(
         {"base_steps": -1},
         {"num_layers": 2.5},
         {"batch_size": True},
+        {"compile": 1},
+        {"compile": True, "lora_r": 4},  # LoRA rebuilds its model per TRAIN: no compiling
     ],
 )
 def test_config_rejects_bad_values(bad: dict) -> None:
