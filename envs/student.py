@@ -502,8 +502,9 @@ class TinyStudent:
                 except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler
                     raise StudentError(
                         f"torch.compile of the student failed ({type(e.inner_exception).__name__}"
-                        f": {str(e.inner_exception).splitlines()[0][:300]}); install a C++ "
-                        "compiler (g++) or set StudentConfig.compile=False"
+                        f": {str(e.inner_exception).splitlines()[0][:300]}); install what it "
+                        "lacks (a C++ compiler such as g++ on CPU, Triton on a GPU) or set "
+                        "StudentConfig.compile=False"
                     ) from e
 
             self._compiled = run

@@ -333,7 +333,7 @@ def test_compile_failure_names_the_fix(tmp_path: Path, monkeypatch: pytest.Monke
     config = dataclasses.replace(SMALL, compile=True, hidden_size=40, base_steps=2)
     s = TinyStudent(config, cache_dir=tmp_path)
     s.load_base("copy", lambda: copy_task(TRAIN[:50]))
-    with pytest.raises(StudentError, match=r"g\+\+\) or set StudentConfig.compile=False"):
+    with pytest.raises(StudentError, match=r"C\+\+ compiler .* or set StudentConfig.compile=False"):
         s.fine_tune(reverse_task(TRAIN[:10]), seed=0)
 
 
