@@ -44,7 +44,10 @@ from dataeng_gym.io import append_jsonl, read_jsonl, write_json
 def config_key(config: EnvConfig) -> str:
     """A short digest of the config fields a TRAIN's outcome depends on."""
     c = dataclasses.asdict(config)
-    c["student"].pop("device", None)  # where it trains, not what: keys from before stay valid
+    # Where and how fast it trains, not what: keys from before stay valid. A GPU or a compiled
+    # student matches the CPU's eager one closely, not bitwise (docs/results.md).
+    c["student"].pop("device", None)
+    c["student"].pop("compile", None)
     keep = {
         k: c[k]
         for k in (

@@ -9,7 +9,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import dataeng_gym  # noqa: F401  (registers the envs)
-from dataeng_gym.envs.calibrate import gated_training_samples, record_policy_pools, record_pools
+from dataeng_gym.envs.calibrate import (
+    config_key,
+    gated_training_samples,
+    record_policy_pools,
+    record_pools,
+)
 from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import DataEngEnv, Op
 from dataeng_gym.envs.data_env import structured_action as act
@@ -90,6 +95,18 @@ def test_policy_weight_pulls_the_fit_towards_policy_episodes():
     assert policy_error(weighted) < policy_error(even)
     with pytest.raises(SurrogateError, match="policy_weight"):
         fit_surrogate(records, policy_weight=0.0, **fit)
+
+
+@pytest.mark.parametrize("domain", ["code", "science", "finance"])
+def test_shipped_surrogate_was_fitted_on_the_default_config(domain):
+    # A new config field must leave config_key alone unless it changes what a TRAIN learns;
+    # otherwise every calibration record and the shipped fit stop matching the default env.
+    config = EnvConfig(domain=domain)
+    assert load_surrogate(SHIPPED_SURROGATE, domain).config_key == config_key(config)
+    how = dataclasses.replace(config.student, device="cpu", compile=True)  # where and how fast
+    assert config_key(config.replace(student=how)) == config_key(config)
+    what = dataclasses.replace(config.student, lr=2e-3)
+    assert config_key(config.replace(student=what)) != config_key(config)
 
 
 def test_a_surrogate_file_from_an_older_version_asks_for_a_refit(tmp_path):
