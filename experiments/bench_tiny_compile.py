@@ -11,7 +11,7 @@ compiled student's first one compiles) is reported apart and left out of the rat
 ``rounds.jsonl`` (as measured) and ``results.md``: median trained (non-pad) tokens/s and
 TRAIN + evaluation seconds, the compiled/eager ratio per round, and how far the compiled
 student's public score and weights land from eager's. Run it on an otherwise idle machine:
-the two students share it.
+the two students share it. A rerun starts over, since timings compare only within one run.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import torch
 
 from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import base_examples, base_key, evaluate
-from dataeng_gym.envs.domains import make_domain
+from dataeng_gym.envs.domains import Domain, make_domain
 from dataeng_gym.envs.student import TinyStudent
 from dataeng_gym.io import append_jsonl
 
 
-def measure(student: TinyStudent, domain: Any, examples: list[tuple[str, str]], seed: int) -> dict:
+def measure(
+    student: TinyStudent, domain: Domain, examples: list[tuple[str, str]], seed: int
+) -> dict:
     """One TRAIN: fine-tune on examples, then score on public; times for both."""
     start = time.perf_counter()
     result = student.fine_tune(examples, seed=seed)
@@ -112,7 +114,9 @@ def main() -> None:
                 f"{comp['public']:.1f} | max |dw| {diff:.2e}",
                 flush=True,
             )
-    (out / "results.md").write_text(report(rows, first, args.domain, items))
+    partial = out / "results.md.partial"
+    partial.write_text(report(rows, first, args.domain, items))
+    partial.replace(out / "results.md")  # atomically
     print((out / "results.md").read_text())
 
 
