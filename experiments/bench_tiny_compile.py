@@ -114,10 +114,11 @@ def main() -> None:
                 f"{comp['public']:.1f} | max |dw| {diff:.2e}",
                 flush=True,
             )
+    text = report(rows, first, args.domain, items)
     partial = out / "results.md.partial"
-    partial.write_text(report(rows, first, args.domain, items))
+    partial.write_text(text)
     partial.replace(out / "results.md")  # atomically
-    print((out / "results.md").read_text())
+    print(text)
 
 
 def report(rows: list[dict[str, Any]], first: dict[int, float], domain: str, items: int) -> str:

@@ -15,9 +15,9 @@ on real and simulated students, and their gap.
 
 Expected (docs/results.md, "Refitting the simulator on PPO's own pools"): with the shipped
 surrogate, refitted on the real TRAINs of PPO's own episodes, PPO minus weakest-skill on the
-real student, paired over 40 evaluation seeds (``--real-episodes 40``) and averaged over 2-3
+real student, paired over 40 evaluation seeds (``--real-episodes 40``) and averaged over 2-4
 training seeds (``--seed``; pool them with ``experiments/ppo_seeds.py``), is +3.5 on code
-(the interval excludes 0), +0.1 on science and -0.9 on finance (both include 0); PPO beats
+(the interval excludes 0), +0.1 on science and -0.7 on finance (both include 0); PPO beats
 random and uniform everywhere. Before the refit science was -1.6 (excluding 0).
 ``--sim-noise`` and ``--step-cost`` were measured not to help.
 
