@@ -28,10 +28,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record as one line, flushed; a crash can only tear the last line."""
+    """Append one record as one line, flushed; a crash can only tear the last line.
+
+    After a torn last line the record starts a new line, so a resumed run's first record is not
+    glued to the torn one and lost with it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=_default) + "\n"
+    if _ends_torn(path):
+        line = "\n" + line
     with open(path, "a") as f:
         f.write(line)
         f.flush()
@@ -48,6 +54,19 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether the file exists, is not empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def _default(obj: Any) -> Any:

@@ -12,6 +12,16 @@ def test_torn_last_line_is_never_read_as_a_record(tmp_path):
     assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}]
 
 
+def test_a_record_appended_after_a_torn_line_is_read(tmp_path):
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, {"a": 1})
+    with open(path, "a") as f:
+        f.write('{"a": 2, "b"')  # a crash mid-write, then the run resumes
+    append_jsonl(path, {"a": 3})
+    append_jsonl(path, {"a": 4})
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 3}, {"a": 4}]
+
+
 def test_write_json_is_atomic_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "sub" / "summary.json"
     write_json(path, {"x": 1})
