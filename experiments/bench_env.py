@@ -1,6 +1,6 @@
 """Benchmark the default environment: TRAIN time, episode time, action gaps, baseline policies.
 
-Run (about 35 minutes on 2 CPU cores, most of it student training):
+Run (about 15 minutes on 2 idle CPU cores, most of it student training):
 
     .venv/bin/python experiments/bench_env.py --out runs/bench_env
 
