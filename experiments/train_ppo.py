@@ -6,10 +6,13 @@
 Steps: (1) behaviour cloning of ``weakest-skill`` from its episodes in the simulated env and
 (``--bc-real-episodes``) in the real env, so the cloned net has seen real observations too;
 (2) PPO (RLlib, new API stack) on DataEng-v1 with ``student_kind="simulated"`` (the count-level
-twin and the surrogate fitted by ``dataeng-gym calibrate``), its actor warm-started from BC;
+twin and the surrogate fitted by ``dataeng-gym calibrate``), its actor warm-started from BC (a
+run cut off during PPO resumes from its last checkpoint, every 10 iterations);
 (3) every policy (random, uniform, weakest-skill, BC, PPO) on held-out seeds, in the simulated
 env and in the REAL env with the tiny student; each episode's summary is appended to
-``episodes.jsonl`` as it finishes (a rerun skips what is done). (4) ``results.md`` and
+``episodes.jsonl`` as it finishes (a rerun skips what is done; it may evaluate more episodes,
+policies or students, but a rerun with other training settings is refused, since it would mix
+two experiments in one table). (4) ``results.md`` and
 ``results.csv``: mean and 95% confidence interval of the private gain per policy and domain,
 on real and simulated students, and their gap.
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -148,10 +152,40 @@ def parse_args() -> Args:
     return args
 
 
+RERUN_MAY_CHANGE = frozenset({"out", "episodes", "real_episodes", "policies", "students", "track"})
+"""Args a rerun into the same --out may change: how much is evaluated, not what was trained."""
+
+
+def check_rerun(out: Path, args: Args) -> None:
+    """Refuse to resume a run made with other settings, and record this run's settings.
+
+    A rerun reuses ``bc/``, ``ppo/`` and the episodes already in ``episodes.jsonl``; with
+    another seed, simulator or budget it would mix two experiments under one label. Runs kept
+    from before ``args.json`` was written at the start have none and are not checked.
+    """
+    path = out / "args.json"
+    now = json.loads(json.dumps(dataclasses.asdict(args)))  # tuples as lists, as on disk
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = [
+            f"{k} {before.get(k)!r} (now {v!r})"
+            for k, v in now.items()
+            if k not in RERUN_MAY_CHANGE and before.get(k) != v
+        ]
+        if changed:
+            raise SystemExit(
+                f"{out} holds a run made with other settings: {'; '.join(changed)}. Use "
+                "another --out, or the same settings (a rerun may change only "
+                f"{', '.join(sorted(RERUN_MAY_CHANGE))})."
+            )
+    write_json(path, now)
+
+
 def main(args: Args) -> None:
     out = Path(args.out)
     log = out / "episodes.jsonl"
     start = time.perf_counter()
+    check_rerun(out, args)
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.errors import DataEngError, MissingExtraError
-from dataeng_gym.io import append_jsonl, write_json
+from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json
 
 ENV_NAME = "dataeng_gym_rllib"
 
@@ -209,9 +209,17 @@ def train_ppo(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train PPO; write ``metrics.jsonl``, ``checkpoint/`` and ``summary.json`` under ``out``."""
+    """Train PPO; write ``metrics.jsonl``, ``checkpoint/`` and ``summary.json`` under ``out``.
+
+    A run cut off (a crash, Ctrl-C, a lost machine) resumes from its last checkpoint when called
+    again with the same settings (``iterations`` may grow, ``track`` may change): the algorithm's
+    weights, optimizer and counters come back, the metrics of iterations after the checkpoint
+    are dropped and trained again. Environment sampling does not continue the exact random
+    stream of the cut-off run. Other settings start over.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    resume_at = _resume_point(out, settings)
     write_json(out / "settings.json", dataclasses.asdict(settings))
     run = None
     if settings.track:
@@ -231,20 +239,29 @@ def train_ppo(
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # small MLPs: extra threads only add contention on a busy CPU
     algo = build_algorithm(settings)
-    if settings.init_from:
+    metrics_path = out / "metrics.jsonl"
+    kept: list[dict[str, Any]] = []
+    if resume_at:
+        algo.restore_from_path(str((out / "checkpoint").resolve()))
+        kept = [r for r in read_jsonl(metrics_path) if r["iteration"] <= resume_at]
+        if [r["iteration"] for r in kept] != list(range(1, resume_at + 1)):
+            kept = []  # metrics lost or torn: the checkpoint still resumes, the log restarts
+        if progress:
+            progress(f"resuming from the checkpoint of iteration {resume_at}")
+    elif settings.init_from:
         from dataeng_gym.training.bc import warm_start
 
         warm_start(algo, settings.init_from)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    _rewrite_jsonl(metrics_path, kept)
+    offset = kept[-1]["seconds"] if kept else 0.0
     start = time.perf_counter()
-    last: dict[str, float] = {}
+    last: dict[str, float] = kept[-1] if kept else {}
     try:
-        for i in range(1, settings.iterations + 1):
+        for i in range(resume_at + 1, settings.iterations + 1):
             result = algo.train()
             last = {
                 "iteration": i,
-                "seconds": time.perf_counter() - start,
+                "seconds": offset + time.perf_counter() - start,
                 **_scalar_metrics(result),
             }
             append_jsonl(metrics_path, last)
@@ -258,7 +275,11 @@ def train_ppo(
                     f"steps {last.get('env_steps', 0):.0f}"
                 )
             if i % settings.checkpoint_every == 0 or i == settings.iterations:
+                # the marker goes first and comes back last: a save cut off halfway leaves no
+                # marker, so the next call starts over instead of restoring half a checkpoint
+                (out / "checkpoint" / PROGRESS_FILE).unlink(missing_ok=True)
                 save_policy(algo, out / "checkpoint", settings)
+                write_json(out / "checkpoint" / PROGRESS_FILE, {"iteration": i})
     finally:
         algo.stop()
         if run is not None:
@@ -266,6 +287,40 @@ def train_ppo(
     summary = {"checkpoint": str(out / "checkpoint"), **last}
     write_json(out / "summary.json", summary)
     return summary
+
+
+PROGRESS_FILE = "progress.json"
+"""In ``checkpoint/``: the iteration the checkpoint was saved at, written after the save."""
+
+RESUME_MAY_CHANGE = ("iterations", "track")
+"""Settings a resumed run may change: train for longer, log or not."""
+
+
+def _resume_point(out: Path, settings: PPOSettings) -> int:
+    """The iteration to resume after: that of the checkpoint in ``out``, or 0 to start over."""
+    marker = out / "checkpoint" / PROGRESS_FILE
+    if not marker.exists() or not (out / "settings.json").exists():
+        return 0
+    before = json.loads((out / "settings.json").read_text())
+    now = json.loads(json.dumps(dataclasses.asdict(settings), default=json_default))
+    if {k: v for k, v in before.items() if k not in RESUME_MAY_CHANGE} != {
+        k: v for k, v in now.items() if k not in RESUME_MAY_CHANGE
+    }:
+        return 0
+    iteration = int(json.loads(marker.read_text())["iteration"])
+    return iteration if iteration <= settings.iterations else 0
+
+
+def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace a JSONL file by ``records`` atomically (no file when there are none)."""
+    if not records:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    for record in records:
+        append_jsonl(tmp, record)
+    os.replace(tmp, path)
 
 
 def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:

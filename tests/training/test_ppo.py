@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -90,6 +91,49 @@ def test_missing_checkpoint_and_amount_mismatch_are_clear_errors(trained, tmp_pa
         make_policy(f"ppo:{tmp_path}", TASK)
     with pytest.raises(DataEngError, match="amounts"):
         make_policy(f"ppo:{out}", TASK.replace(amounts=(1, 2, 3, 4)))
+
+
+class _CutOff(Exception):
+    """Stands for a crash or Ctrl-C in the middle of a PPO run."""
+
+
+def test_a_cut_off_run_resumes_from_its_last_checkpoint(ray_session, tmp_path):
+    from dataeng_gym.training.ppo import PPOSettings, train_ppo
+
+    settings = PPOSettings(
+        env=TASK, iterations=3, workers=0, batch_size=200, minibatch_size=100, epochs=1,
+        checkpoint_every=1,
+    )  # fmt: skip
+
+    def cut_off_at_2(message: str) -> None:
+        if "iteration 2/" in message:  # logged before iteration 2's checkpoint is saved
+            raise _CutOff
+
+    with pytest.raises(_CutOff):
+        train_ppo(settings, tmp_path, progress=cut_off_at_2)
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in first] == [1, 2]
+    assert json.loads((tmp_path / "checkpoint" / "progress.json").read_text()) == {"iteration": 1}
+
+    said: list[str] = []
+    summary = train_ppo(settings, tmp_path, progress=said.append)
+    assert said[0] == "resuming from the checkpoint of iteration 1"
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in metrics] == [1, 2, 3] and summary["iteration"] == 3
+    assert metrics[0] == first[0]  # iteration 1 kept, the cut-off iteration 2 trained again
+    # the algorithm's own counters came back: 600 lifetime steps, not 400 as after a restart
+    assert metrics[-1]["env_steps"] == 3 * settings.batch_size
+
+    # training for longer continues; other settings start over
+    longer = dataclasses.replace(settings, iterations=4)
+    said.clear()
+    assert train_ppo(longer, tmp_path, progress=said.append)["iteration"] == 4
+    assert said[0] == "resuming from the checkpoint of iteration 3"
+    said.clear()
+    train_ppo(dataclasses.replace(longer, lr=1e-3), tmp_path, progress=said.append)
+    assert not said[0].startswith("resuming")
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["env_steps"] == 4 * settings.batch_size and len(metrics) == 4
 
 
 def test_the_step_cost_lowers_each_training_reward_and_changes_nothing_else():
