@@ -19,7 +19,9 @@ samples than are left is stopped there, as the paper's platform kills a run over
 Both record every node (plan, validity, failure category, public and private scores, model
 cost), MATS (attempts per valid submission; None when none was valid) and the failure counts
 in the categories of :data:`~dataeng_gym.policies.llm.FAILURES`. Private scores are recorded
-for the paper's per-iteration curves and never shown to the agent.
+for the paper's per-iteration curves and never shown to the agent. With an output directory,
+``nodes.jsonl`` grows as nodes finish, and a run cut off (a crash, a dead endpoint, Ctrl-C)
+resumes from its last node when run again with the same settings (``run.json``).
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema
+from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema, validate_action
 from dataeng_gym.envs.data_env import Action, Op
 from dataeng_gym.envs.text import DataEngTextEnv, render_state
 from dataeng_gym.errors import ProviderError
-from dataeng_gym.io import append_jsonl, write_json
+from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json
 from dataeng_gym.llm import ChatBackend, Message
 from dataeng_gym.policies.llm import FAILURES, LLMPolicy, LLMPolicyConfig
 
@@ -195,12 +197,56 @@ class ProtocolRun:
         )
         self.nodes: list[Node] = []
         self.base: dict[str, float] = {}
-        if self.out is not None:
-            (self.out / "nodes.jsonl").unlink(missing_ok=True)  # a rerun starts afresh
         self.start = time.perf_counter()
+        self.kept_seconds = 0.0
+        """Seconds the nodes kept from a cut-off run took."""
         _, info = env.reset(seed=seed)
         self.skills = tuple(info["skills"])
         self.task = render_state(env, ask="")  # the task as first seen: empty pool, full budgets
+        if self.out is not None:
+            self._resume()
+
+    def _resume(self) -> None:
+        """Keep the nodes of a cut-off run with the same settings; otherwise start afresh.
+
+        Each node's submission ran on a fresh episode of the same seed, so the kept nodes are
+        what the protocol would have; the next model call sees the same context it would have
+        seen (the model's reply may differ, as it may on any rerun at temperature > 0).
+        """
+        assert self.out is not None
+        settings = json.loads(
+            json.dumps(
+                {
+                    "protocol": self.protocol,
+                    "seed": self.seed,
+                    "backend": self.asker.backend.name,
+                    "config": asdict(self.config),
+                    "env_config": asdict(self.env.config),
+                },
+                default=json_default,
+            )
+        )
+        nodes_path, settings_path = self.out / "nodes.jsonl", self.out / "run.json"
+        same = settings_path.exists() and json.loads(settings_path.read_text()) == settings
+        kept = [Node(**r) for r in read_jsonl(nodes_path)] if same and nodes_path.exists() else []
+        if [n.index for n in kept] != list(range(len(kept))):
+            kept = []  # not one run's nodes in order: start afresh
+        while kept and kept[-1].failure == "other" and not kept[-1].llm.get("calls"):
+            kept.pop()  # the endpoint, not the model, failed last: ask those calls again
+        nodes_path.unlink(missing_ok=True)
+        write_json(settings_path, settings)
+        for node in kept:  # rewritten, so a torn last line is gone
+            if node.plan is not None:  # JSONL sorts keys; prompts show a plan in action order
+                node.plan = [_in_action_order(a, self.skills) for a in node.plan]
+            self.nodes.append(node)
+            append_jsonl(nodes_path, asdict(node))
+            self.kept_seconds += node.seconds
+            for key, value in node.llm.items():
+                self.asker.stats[key] = self.asker.stats.get(key, 0) + value
+        if any(n.valid for n in kept):  # Improve shows the base score: measure it again
+            self.env.reset(seed=self.seed)
+            final = self.env.step('{"op": "submit"}')[4]
+            self.base = {k: final[k] for k in ("base_public", "base_private")}
 
     def ask_plan(self, stage: str, parent: int | None, context: str) -> Node:
         """One model call for a whole plan, and its submission when the plan parses."""
@@ -290,11 +336,17 @@ class ProtocolRun:
             "curve": curve,
             "config": asdict(self.config),
             "env_config": asdict(self.env.config),
-            "wall_seconds": time.perf_counter() - self.start,
+            "wall_seconds": self.kept_seconds + time.perf_counter() - self.start,
         }
         if self.out is not None:
             write_json(self.out / "summary.json", result)
         return result
+
+
+def _in_action_order(obj: dict[str, Any], skills: tuple[str, ...]) -> dict[str, Any]:
+    """A plan step read back from JSONL, its keys in the order :func:`action_json` writes."""
+    action, _ = validate_action(obj, skills)
+    return action_json(action) if action is not None else obj
 
 
 def run_one_shot(
@@ -308,9 +360,10 @@ def run_one_shot(
     """One-Shot: independent whole-plan attempts until the first valid submission."""
     config = config or ProtocolConfig()
     run = ProtocolRun(env, backend, config, seed=seed, out=out, protocol="one-shot")
-    for _ in range(config.max_attempts):
-        if run.ask_plan("attempt", None, run.task).valid:
-            break
+    if not any(n.valid for n in run.nodes):  # a resumed run may be done already
+        for _ in range(len(run.nodes), config.max_attempts):
+            if run.ask_plan("attempt", None, run.task).valid:
+                break
     return run.summary()
 
 
@@ -325,9 +378,13 @@ def run_iterative(
     """Iterative (AIDE-style): Draft, Debug, Repair and Improve from the best-public node."""
     config = config or ProtocolConfig()
     run = ProtocolRun(env, backend, config, seed=seed, out=out, protocol="iterative")
-    last: Node | None = None
+    last: Node | None = run.nodes[-1] if run.nodes else None  # resumed: the kept nodes' state
     fixes = 0  # consecutive Debug/Repair steps
-    for i in range(config.max_iterations):
+    for node in reversed(run.nodes):
+        if node.stage not in ("debug", "repair"):
+            break
+        fixes += 1
+    for i in range(len(run.nodes), config.max_iterations):
         header = f"## Iteration {i + 1} of {config.max_iterations}"
         best = run.best()
         if last is not None and not last.valid and fixes < config.max_repairs:

@@ -124,6 +124,39 @@ def test_iterative_drafts_debugs_repairs_and_improves_from_the_best(env, scripte
     assert s["llm"]["calls"] == 8 and s["llm"]["prompt_tokens"] > 0
 
 
+def test_a_cut_off_iterative_run_resumes_from_its_last_node(env, scripted_server, tmp_path):
+    out = tmp_path / "iterative"
+    config = ProtocolConfig(max_iterations=8)
+    first_four = (plan(), "garbage", plan(amount=80), SMALL)  # those of the test above
+    last_four = (SMALL, SMALL, SMALL, plan(amount=60))
+    scripted_server.push(*first_four, *last_four)  # uninterrupted, for comparison
+    whole = run_iterative(env, backend(scripted_server), config, seed=0, out=tmp_path / "whole")
+    whole_prompts = prompts(scripted_server)
+    scripted_server.requests.clear()
+    scripted_server.push(*first_four, Reply(status=400, error="x"))  # the endpoint fails for good
+    with pytest.raises(ProviderError, match="HTTP 400"):
+        run_iterative(env, backend(scripted_server), config, seed=0, out=out)
+    assert [n["stage"] for n in read_jsonl(out / "nodes.jsonl")] == [
+        "draft", "improve", "debug", "improve",
+    ]  # fmt: skip
+    asked = len(scripted_server.requests)
+
+    scripted_server.push(*last_four)
+    s = run_iterative(env, backend(scripted_server), config, seed=0, out=out)
+    assert s["stages"] == whole["stages"] and s["curve"] == whole["curve"]
+    assert prompts(scripted_server)[asked:] == whole_prompts[4:]  # the same contexts, word for word
+    assert s["attempts"] == 8 and s["successes"] == 3 and s["llm"]["calls"] == 8
+    assert [n["index"] for n in read_jsonl(out / "nodes.jsonl")] == list(range(8))
+
+    asked = len(scripted_server.requests)  # a finished run asks nothing more
+    again = run_iterative(env, backend(scripted_server), config, seed=0, out=out)
+    assert len(scripted_server.requests) == asked and again["final_private"] == s["final_private"]
+
+    scripted_server.push(plan())  # other settings start afresh
+    one = run_iterative(env, backend(scripted_server), ProtocolConfig(max_iterations=1), out=out)
+    assert one["stages"] == ["draft"] and len(list(read_jsonl(out / "nodes.jsonl"))) == 1
+
+
 def test_cli_protocol_runs_end_to_end(scripted_server, tmp_path, capsys):
     scripted_server.push("not a plan", plan())
     out = tmp_path / "one-shot"
@@ -156,3 +189,14 @@ def test_a_spent_provider_is_a_recorded_failure_and_the_run_goes_on(env, scripte
     scripted_server.push(Reply(status=400, error="bad request"))
     with pytest.raises(ProviderError, match="HTTP 400"):  # a configuration error stops the run
         run_one_shot(env, no_retries, seed=0)
+
+
+def test_a_rerun_asks_again_the_calls_a_dead_endpoint_failed(env, scripted_server, tmp_path):
+    out, config = tmp_path / "one-shot", ProtocolConfig(max_attempts=3)
+    no_retries = make_backend("openai", "scripted", scripted_server.base_url, max_retries=0)
+    scripted_server.push("no plan", *[Reply(status=503, error="down")] * 2)
+    s = run_one_shot(env, no_retries, config, seed=0, out=out)
+    assert s["attempts"] == 3 and s["failures"]["other"] == 2 and s["successes"] == 0
+    scripted_server.push(plan())  # the endpoint is back: its two failed calls are asked again
+    s = run_one_shot(env, no_retries, config, seed=0, out=out)
+    assert s["attempts"] == 2 and s["successes"] == 1 and s["failures"]["unparseable"] == 1
