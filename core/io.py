@@ -12,19 +12,37 @@ from typing import Any
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file (a report, a table) atomically, as :func:`write_json` does."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_default)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_aside(path: str | Path, stamp: str) -> Path | None:
+    """Rename an existing file to ``<stem>.earlier-<stamp><suffix>`` and return the new path.
+
+    For a run that would overwrite an earlier run's results: they are kept, not lost to a rerun
+    that then fails halfway.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    moved = path.with_name(f"{path.stem}.earlier-{stamp}{path.suffix}")
+    path.replace(moved)
+    return moved
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dataeng_gym.errors import DataEngError
+from dataeng_gym.io import write_text
 from dataeng_gym.results import RESULTS_FILE, read_results
 
 # Student t quantiles t(0.975, df) for df = 1..30; beyond 30 the normal 1.96 is close enough.
@@ -169,7 +170,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "skills": _plot_skills(paths["skills"], ok),
     }
     paths = {k: v for k, v in paths.items() if plots.get(k, True)}
-    _atomic_text(paths["md"], markdown(run_dir, records, rows, plots))
+    _write_line_ended(paths["md"], markdown(run_dir, records, rows, plots))
     return paths
 
 
@@ -299,7 +300,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: "" if _isnan(r[k]) else _round(r[k]) for k in CSV_COLUMNS})
-    _atomic_text(path, buf.getvalue())
+    _write_line_ended(path, buf.getvalue())
 
 
 def _isnan(value: Any) -> bool:
@@ -310,15 +311,8 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    os.replace(tmp, path)
+def _write_line_ended(path: Path, text: str) -> None:
+    write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 def _pyplot() -> Any:

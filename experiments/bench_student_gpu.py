@@ -26,7 +26,9 @@ the padding a plain loop wastes is that of realistic variable-length data. Rando
 emit EOS, so every answer runs to ``eval_new_tokens`` (a worst case for evaluation speed).
 
 It writes ``bench_student_gpu.md`` (the table for docs/results.md), ``.csv`` and ``.json`` under
---out. ``--as-test`` runs the same code on CPU with tiny versions of both architectures in about a
+--out: the JSON after every measurement, the table after every architecture, so a failure in the
+second keeps the first's; a rerun moves an earlier run's files aside (``*.earlier-<time>.*``).
+``--as-test`` runs the same code on CPU with tiny versions of both architectures in about a
 minute (its numbers mean nothing; CI runs it to keep the script working).
 """
 
@@ -36,6 +38,7 @@ import argparse
 import csv
 import dataclasses
 import importlib.util
+import io
 import json
 import math
 import platform
@@ -57,7 +60,7 @@ from dataeng_gym.envs.hf_student import (
     encode_chat,
     set_checkpointing,
 )
-from dataeng_gym.io import write_json
+from dataeng_gym.io import move_aside, write_json, write_text
 
 ARCHS: dict[str, Any] = {
     "llama-3.1-8b": lambda: LlamaConfig(
@@ -448,6 +451,7 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.as_test else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    keep_earlier(out)
     rng = np.random.default_rng(args.seed)
     n_train = args.batch_size * (args.warmup_steps + args.steps)
     examples = make_examples(args, n_train, rng)
@@ -461,6 +465,7 @@ def main() -> int:
 
     summary = []
     iterations: list[tuple[str, str, str, dict[str, Any]]] = []
+    report = ""
     for arch in args.archs:
         student = build(arch, args, device)
         n_params = student.num_parameters()
@@ -562,11 +567,35 @@ def main() -> int:
         del student
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        # after every architecture: a failure in the next one keeps this one's table
+        report = write_report(out, args, device, summary, iterations)
 
-    with open(out / "bench_student_gpu.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    print(report)
+    return 0
+
+
+def keep_earlier(out: Path) -> None:
+    """Move an earlier run's files aside instead of overwriting them: a GPU run is too scarce
+    to lose to a rerun that then fails."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in (".json", ".md", ".csv"):
+        if moved := move_aside(out / f"bench_student_gpu{suffix}", stamp):
+            print(f"kept the earlier bench_student_gpu{suffix} as {moved.name}", file=sys.stderr)
+
+
+def write_report(
+    out: Path,
+    args: Args,
+    device: torch.device,
+    summary: list[dict[str, Any]],
+    iterations: list[tuple[str, str, str, dict[str, Any]]],
+) -> str:
+    """Write ``bench_student_gpu.md`` and ``.csv`` (atomically) for the rows so far."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(summary[0]))
+    writer.writeheader()
+    writer.writerows(summary)
+    write_text(out / "bench_student_gpu.csv", table.getvalue())
     device_name = (
         torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
     )
@@ -610,9 +639,9 @@ def main() -> int:
             else f"{m['steps']} steps in {m['train_min']:.1f} min ({m['tokens_per_s']:,.0f} "
             f"tokens/s) + evaluation {m['eval_min']:.1f} min = **{m['total_min']:.1f} min**."
         )
-    (out / "bench_student_gpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    text = "\n".join(lines) + "\n"
+    write_text(out / "bench_student_gpu.md", text)
+    return text
 
 
 def _fmt(value: float | None, spec: str) -> str:

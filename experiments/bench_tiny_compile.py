@@ -29,7 +29,7 @@ from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import base_examples, base_key, evaluate
 from dataeng_gym.envs.domains import Domain, make_domain
 from dataeng_gym.envs.student import TinyStudent
-from dataeng_gym.io import append_jsonl
+from dataeng_gym.io import append_jsonl, write_text
 
 
 def measure(
@@ -115,9 +115,7 @@ def main() -> None:
                 flush=True,
             )
     text = report(rows, first, args.domain, items)
-    partial = out / "results.md.partial"
-    partial.write_text(text)
-    partial.replace(out / "results.md")  # atomically
+    write_text(out / "results.md", text)
     print(text)
 
 

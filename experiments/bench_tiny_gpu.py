@@ -44,7 +44,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import base_examples
 from dataeng_gym.envs.domains import make_domain
 from dataeng_gym.envs.student import StudentConfig, TinyStudent
-from dataeng_gym.io import write_json
+from dataeng_gym.io import move_aside, write_json, write_text
 from dataeng_gym.runner import RunnerConfig, make_specs, run_episodes
 
 
@@ -348,14 +347,6 @@ def measure_episodes(args: Args, env: EnvConfig, fast: bool, n: int, gpus: float
 # ---------------------------------------------------------------------------- report
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     steps = [r for r in rows if r["kind"] == "train-steps"]
     episodes = [r for r in rows if r["kind"] == "episodes"]
@@ -471,6 +462,10 @@ def main() -> int:
         "args": dataclasses.asdict(args),
     }
     rows: list[dict[str, Any]] = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("bench_tiny_gpu.json", "bench_tiny_gpu.md"):  # a rerun keeps the earlier run's
+        if moved := move_aside(out / name, stamp):
+            print(f"kept the earlier {name} as {moved.name}", flush=True)
 
     def save() -> None:
         write_json(out / "bench_tiny_gpu.json", {"meta": meta, "rows": rows})

@@ -1,6 +1,6 @@
 import json
 
-from dataeng_gym.io import append_jsonl, read_jsonl, write_json
+from dataeng_gym.io import append_jsonl, move_aside, read_jsonl, write_json, write_text
 
 
 def test_torn_last_line_is_never_read_as_a_record(tmp_path):
@@ -28,3 +28,12 @@ def test_write_json_is_atomic_and_leaves_no_temp_files(tmp_path):
     write_json(path, {"x": 2})
     assert json.loads(path.read_text()) == {"x": 2}
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
+
+
+def test_move_aside_keeps_an_earlier_file_under_a_new_name(tmp_path):
+    path = tmp_path / "bench.json"
+    assert move_aside(path, "t0") is None  # nothing to keep
+    write_text(path, "earlier\n")
+    moved = move_aside(path, "t1")
+    assert moved == tmp_path / "bench.earlier-t1.json" and moved.read_text() == "earlier\n"
+    assert not path.exists()
