@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import platform
 import shutil
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataeng_gym.envs.config import FAST
+from dataeng_gym.errors import MissingExtraError
+from dataeng_gym.io import write_text
 from dataeng_gym.runner import RunnerConfig, make_specs, run_episodes
 
 TIMING = ("wall_seconds", "student_seconds")
@@ -80,6 +83,10 @@ def main() -> int:
     args = parse_args()
     if args.as_test:
         args.episodes = 2
+    try:  # before any timing: a missing extra must not cost the serial rows
+        import ray
+    except ImportError as exc:
+        raise MissingExtraError("ray", "rl") from exc
     Path(args.out).mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
 
@@ -90,8 +97,6 @@ def main() -> int:
     rows = []
     wall, reference = measure(args, "serial", RunnerConfig())
     rows.append({"backend": "serial", "workers": 1, "wall_s": wall, "warmup_s": 0.0})
-
-    import ray
 
     start = time.perf_counter()
     ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False)
@@ -119,11 +124,12 @@ def main() -> int:
 
     columns = ["backend", "workers", "episodes", "wall_s", "warmup_s", "episodes_per_hour"]
     columns += ["speedup_vs_serial", "scaling_efficiency"]
-    with open(Path(args.out) / "bench_parallel.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in columns}
-                         for r in rows)  # fmt: skip
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in columns}
+                     for r in rows)  # fmt: skip
+    write_text(Path(args.out) / "bench_parallel.csv", table.getvalue())
     lines = [
         f"Fast twin, policy {args.policy}, domain {args.domain}, {args.episodes} episodes per "
         f"row; {os.cpu_count()} CPUs ({platform.machine()}), load average "
@@ -144,7 +150,7 @@ def main() -> int:
             f"{r['scaling_efficiency']:.2f} |"
         )
     text = "\n".join(lines) + "\n"
-    (Path(args.out) / "bench_parallel.md").write_text(text)
+    write_text(Path(args.out) / "bench_parallel.md", text)
     print(text)
     return 0 if identical else 1
 

@@ -69,11 +69,17 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
         f"short of their TRAINs | simulated: minus {BASELINE} |",
         "|---|---|---|---|---|---|",
     ]
+    left_out: list[str] = []
     for name, paths in configs.items():
         loaded = [load_run(path) for path in paths]
         domains = sorted({d for run in loaded for (d, p, _) in run.gains if p == policy})
         for domain in domains:
             runs = [run for run in loaded if run.gains[domain, policy, "tiny"]]
+            left_out += [
+                f"{name} {domain} {run.name}"
+                for run in loaded
+                if run not in runs and any(d == domain for (d, _, _) in run.gains)
+            ]
             for run in runs:
                 cells = [
                     _cell(
@@ -98,6 +104,8 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
                 ]
                 mean_of = f"**mean of {len(runs)}**"
                 lines.append(f"| {name} | {domain} | {mean_of} | {cells[0]} | | {cells[1]} |")
+    if left_out:  # a run still evaluating, or one made with --real-episodes 0
+        lines += ["", f"Left out, no real-student {policy} episodes: {', '.join(left_out)}."]
     return "\n".join(lines)
 
 
