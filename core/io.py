@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,12 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace a JSONL file by ``records`` atomically (a resumed run's kept records)."""
+    lines = (json.dumps(r, sort_keys=True, default=_default) + "\n" for r in records)
+    write_text(path, "".join(lines))
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -38,7 +38,7 @@ from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema, validat
 from dataeng_gym.envs.data_env import Action, Op
 from dataeng_gym.envs.text import DataEngTextEnv, render_state
 from dataeng_gym.errors import ProviderError
-from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json
+from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json, write_jsonl
 from dataeng_gym.llm import ChatBackend, Message
 from dataeng_gym.policies.llm import FAILURES, LLMPolicy, LLMPolicyConfig
 
@@ -233,13 +233,12 @@ class ProtocolRun:
             kept = []  # not one run's nodes in order: start afresh
         while kept and kept[-1].failure == "other" and not kept[-1].llm.get("calls"):
             kept.pop()  # the endpoint, not the model, failed last: ask those calls again
-        nodes_path.unlink(missing_ok=True)
+        write_jsonl(nodes_path, [asdict(node) for node in kept])  # a torn last line is gone
         write_json(settings_path, settings)
-        for node in kept:  # rewritten, so a torn last line is gone
+        for node in kept:
             if node.plan is not None:  # JSONL sorts keys; prompts show a plan in action order
                 node.plan = [_in_action_order(a, self.skills) for a in node.plan]
             self.nodes.append(node)
-            append_jsonl(nodes_path, asdict(node))
             self.kept_seconds += node.seconds
             for key, value in node.llm.items():
                 self.asker.stats[key] = self.asker.stats.get(key, 0) + value

@@ -27,7 +27,7 @@ import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.errors import DataEngError, MissingExtraError
-from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json
+from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json, write_jsonl
 
 ENV_NAME = "dataeng_gym_rllib"
 
@@ -220,6 +220,8 @@ def train_ppo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resume_at = _resume_point(out, settings)
+    if not resume_at:  # an earlier run's marker must not make its checkpoint look like ours
+        (out / "checkpoint" / PROGRESS_FILE).unlink(missing_ok=True)
     write_json(out / "settings.json", dataclasses.asdict(settings))
     run = None
     if settings.track:
@@ -252,7 +254,7 @@ def train_ppo(
         from dataeng_gym.training.bc import warm_start
 
         warm_start(algo, settings.init_from)
-    _rewrite_jsonl(metrics_path, kept)
+    write_jsonl(metrics_path, kept)
     offset = kept[-1]["seconds"] if kept else 0.0
     start = time.perf_counter()
     last: dict[str, float] = kept[-1] if kept else {}
@@ -309,18 +311,6 @@ def _resume_point(out: Path, settings: PPOSettings) -> int:
         return 0
     iteration = int(json.loads(marker.read_text())["iteration"])
     return iteration if iteration <= settings.iterations else 0
-
-
-def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Replace a JSONL file by ``records`` atomically (no file when there are none)."""
-    if not records:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    for record in records:
-        append_jsonl(tmp, record)
-    os.replace(tmp, path)
 
 
 def save_policy(algo: Any, path: Path, settings: PPOSettings) -> None:

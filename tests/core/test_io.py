@@ -1,6 +1,13 @@
 import json
 
-from dataeng_gym.io import append_jsonl, move_aside, read_jsonl, write_json, write_text
+from dataeng_gym.io import (
+    append_jsonl,
+    move_aside,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 
 
 def test_torn_last_line_is_never_read_as_a_record(tmp_path):
@@ -37,3 +44,14 @@ def test_move_aside_keeps_an_earlier_file_under_a_new_name(tmp_path):
     moved = move_aside(path, "t1")
     assert moved == tmp_path / "bench.earlier-t1.json" and moved.read_text() == "earlier\n"
     assert not path.exists()
+
+
+def test_write_jsonl_replaces_a_file_with_a_torn_line(tmp_path):
+    path = tmp_path / "nodes.jsonl"
+    append_jsonl(path, {"a": 1})
+    with open(path, "a") as f:
+        f.write('{"a": 2')
+    write_jsonl(path, [{"a": 1}, {"b": [1, 2]}])
+    assert list(read_jsonl(path)) == [{"a": 1}, {"b": [1, 2]}]
+    write_jsonl(path, [])
+    assert path.read_text() == ""

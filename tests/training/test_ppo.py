@@ -135,6 +135,19 @@ def test_a_cut_off_run_resumes_from_its_last_checkpoint(ray_session, tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["env_steps"] == 4 * settings.batch_size and len(metrics) == 4
 
+    # a new run cut off before its first checkpoint must not resume from the old run's
+    other = dataclasses.replace(longer, lr=5e-4)
+
+    def cut_off_at_1(message: str) -> None:
+        if "iteration 1/" in message:
+            raise _CutOff
+
+    with pytest.raises(_CutOff):
+        train_ppo(other, tmp_path, progress=cut_off_at_1)
+    said.clear()
+    train_ppo(other, tmp_path, progress=said.append)  # the old checkpoint is of iteration 4, too
+    assert not said[0].startswith("resuming")
+
 
 def test_the_step_cost_lowers_each_training_reward_and_changes_nothing_else():
     from dataeng_gym.training.ppo import PPOSettings, make_training_env
