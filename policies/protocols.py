@@ -228,7 +228,12 @@ class ProtocolRun:
         )
         nodes_path, settings_path = self.out / "nodes.jsonl", self.out / "run.json"
         same = settings_path.exists() and json.loads(settings_path.read_text()) == settings
-        kept = [Node(**r) for r in read_jsonl(nodes_path)] if same and nodes_path.exists() else []
+        kept: list[Node] = []
+        if same and nodes_path.exists():
+            try:
+                kept = [Node(**r) for r in read_jsonl(nodes_path)]
+            except TypeError:  # written by a version with other node fields: start afresh
+                kept = []
         if [n.index for n in kept] != list(range(len(kept))):
             kept = []  # not one run's nodes in order: start afresh
         while kept and kept[-1].failure == "other" and not kept[-1].llm.get("calls"):
