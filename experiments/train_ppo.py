@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,6 +182,19 @@ def check_rerun(out: Path, args: Args) -> None:
     write_json(path, now)
 
 
+def _real_episode(parts: Path, env: Any, demo: Any, domain: str, seed: int) -> Any:
+    """One real demonstration episode, saved as it is recorded (a rerun after a crash keeps
+    the episodes already recorded, seconds each on the real student)."""
+    path = parts / f"{domain}-{seed}.npz"
+    if not path.exists():
+        o, t = record_demonstrations(env, demo, [seed], domain)
+        parts.mkdir(parents=True, exist_ok=True)
+        partial = parts / f"{domain}-{seed}.partial.npz"
+        np.savez(partial, obs=o, **t)
+        partial.replace(path)
+    return np.load(path)
+
+
 def main(args: Args) -> None:
     out = Path(args.out)
     log = out / "episodes.jsonl"
@@ -215,14 +229,17 @@ def main(args: Args) -> None:
                 make_data_env(real_config),
                 range(20_000, 20_000 + args.bc_real_episodes),
             )
-            parts = [record_demonstrations(real_env, demo, seeds, d) for d in args.domains]
-            o = np.concatenate([p[0] for p in parts])
-            out.mkdir(parents=True, exist_ok=True)
+            parts = [
+                _real_episode(out / "bc_real_demos.parts", real_env, demo, d, seed)
+                for d in args.domains
+                for seed in seeds
+            ]
+            o = np.concatenate([p["obs"] for p in parts])
             partial = out / "bc_real_demos.partial.npz"
             np.savez(
                 partial,
                 obs=o,
-                **{k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
+                **{k: np.concatenate([p[k] for p in parts]) for k in targets[0]},
             )
             partial.replace(real_demos)  # atomically: a rerun never loads half a file
             say(f"BC: {len(o)} real demonstration steps ({args.bc_real_episodes} episodes)")
