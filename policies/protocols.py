@@ -247,10 +247,6 @@ class ProtocolRun:
             self.kept_seconds += node.seconds
             for key, value in node.llm.items():
                 self.asker.stats[key] = self.asker.stats.get(key, 0) + value
-        if any(n.valid for n in kept):  # Improve shows the base score: measure it again
-            self.env.reset(seed=self.seed)
-            final = self.env.step('{"op": "submit"}')[4]
-            self.base = {k: final[k] for k in ("base_public", "base_private")}
 
     def ask_plan(self, stage: str, parent: int | None, context: str) -> Node:
         """One model call for a whole plan, and its submission when the plan parses."""
@@ -293,16 +289,25 @@ class ProtocolRun:
         valid = [n for n in self.nodes if n.valid]
         return max(valid, key=lambda n: (n.public, -n.index)) if valid else None
 
-    def summary(self) -> dict[str, Any]:
-        if not self.base:  # no plan ever ran: score the base student through the env
+    def base_scores(self) -> dict[str, float]:
+        """The base student's public and private scores.
+
+        From the last submission; when no plan ran in this process (none did, or the run
+        resumed), scored through the env.
+        """
+        if not self.base:
             self.env.reset(seed=self.seed)
             final = self.env.step('{"op": "submit"}')[4]
             self.base = {k: final[k] for k in ("base_public", "base_private")}
+        return self.base
+
+    def summary(self) -> dict[str, Any]:
         best = self.best()
         attempts = len(self.nodes)
         successes = sum(n.valid for n in self.nodes)
         failures = Counter(n.failure for n in self.nodes if n.failure)
-        base_public, base_private = self.base["base_public"], self.base["base_private"]
+        base = self.base_scores()
+        base_public, base_private = base["base_public"], base["base_private"]
         final_private = best.private if best else base_private
         assert final_private is not None
         curve, best_public, best_private = [], base_public, base_private
@@ -409,9 +414,10 @@ def run_iterative(
         elif best is not None and (last is None or last.valid):
             fixes = 0
             stage, parent = "improve", best.index
+            base_public = run.base_scores()["base_public"]
             context = (
                 f"{header}: Improve. Your best plan so far scored {100 * best.public:.1f}% on "
-                f"public (base student: {100 * run.base['base_public']:.1f}%). Write a better "
+                f"public (base student: {100 * base_public:.1f}%). Write a better "
                 f"whole plan.\nThe best plan:\n{json.dumps(best.plan)}\n"
                 f"The state after it (per-skill scores, pool, bad cases):\n{best.feedback}"
             )
