@@ -80,6 +80,28 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def changed_fields(
+    path: str | Path, now: dict[str, Any], ignore: Iterable[str] = ()
+) -> dict[str, tuple[Any, Any]] | None:
+    """The top-level fields of the JSON file at ``path`` that differ from ``now``.
+
+    Returns ``{field: (before, now)}``, both as JSON reads them (tuples as lists), skipping
+    ``ignore``; None when there is no file. What a resumable run checks before it reuses what
+    an earlier run in its directory left.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(now, default=_default))
+    skip = set(ignore)
+    return {
+        k: (before.get(k), now.get(k))
+        for k in sorted(before.keys() | now.keys())
+        if k not in skip and before.get(k) != now.get(k)
+    }
+
+
 def _ends_torn(path: Path) -> bool:
     """Whether the file exists, is not empty and does not end with a newline."""
     try:

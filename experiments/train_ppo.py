@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ import numpy as np
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.simulated import make_data_env
 from dataeng_gym.episode import run_episode
-from dataeng_gym.io import append_jsonl, read_jsonl, write_json
+from dataeng_gym.io import append_jsonl, changed_fields, read_jsonl, write_json
 from dataeng_gym.policies import make_policy
 from dataeng_gym.report import gains_by_seed, mean_ci95, paired_ci95
 from dataeng_gym.training.bc import BCSettings, record_demonstrations, train_bc
@@ -164,21 +163,14 @@ def check_rerun(out: Path, args: Args) -> None:
     another seed, simulator or budget it would mix two experiments under one label. Runs kept
     from before ``args.json`` was written at the start have none and are not checked.
     """
-    path = out / "args.json"
-    now = json.loads(json.dumps(dataclasses.asdict(args)))  # tuples as lists, as on disk
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = [
-            f"{k} {before.get(k)!r} (now {v!r})"
-            for k, v in now.items()
-            if k not in RERUN_MAY_CHANGE and before.get(k) != v
-        ]
-        if changed:
-            raise SystemExit(
-                f"{out} holds a run made with other settings: {'; '.join(changed)}. Use "
-                "another --out, or the same settings (a rerun may change only "
-                f"{', '.join(sorted(RERUN_MAY_CHANGE))})."
-            )
+    path, now = out / "args.json", dataclasses.asdict(args)
+    if changed := changed_fields(path, now, RERUN_MAY_CHANGE):
+        raise SystemExit(
+            f"{out} holds a run made with other settings: "
+            + "; ".join(f"{k} {before!r} (now {after!r})" for k, (before, after) in changed.items())
+            + ". Use another --out, or the same settings (a rerun may change only "
+            f"{', '.join(sorted(RERUN_MAY_CHANGE))})."
+        )
     write_json(path, now)
 
 

@@ -38,7 +38,7 @@ from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema, validat
 from dataeng_gym.envs.data_env import Action, Op
 from dataeng_gym.envs.text import DataEngTextEnv, render_state
 from dataeng_gym.errors import ProviderError
-from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json, write_jsonl
+from dataeng_gym.io import append_jsonl, changed_fields, read_jsonl, write_json, write_jsonl
 from dataeng_gym.llm import ChatBackend, Message
 from dataeng_gym.policies.llm import FAILURES, LLMPolicy, LLMPolicyConfig
 
@@ -214,22 +214,16 @@ class ProtocolRun:
         seen (the model's reply may differ, as it may on any rerun at temperature > 0).
         """
         assert self.out is not None
-        settings = json.loads(
-            json.dumps(
-                {
-                    "protocol": self.protocol,
-                    "seed": self.seed,
-                    "backend": self.asker.backend.name,
-                    "config": asdict(self.config),
-                    "env_config": asdict(self.env.config),
-                },
-                default=json_default,
-            )
-        )
+        settings = {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "backend": self.asker.backend.name,
+            "config": asdict(self.config),
+            "env_config": asdict(self.env.config),
+        }
         nodes_path, settings_path = self.out / "nodes.jsonl", self.out / "run.json"
-        same = settings_path.exists() and json.loads(settings_path.read_text()) == settings
         kept: list[Node] = []
-        if same and nodes_path.exists():
+        if changed_fields(settings_path, settings) == {} and nodes_path.exists():
             try:
                 kept = [Node(**r) for r in read_jsonl(nodes_path)]
             except TypeError:  # written by a version with other node fields: start afresh

@@ -27,7 +27,7 @@ import numpy as np
 
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.errors import DataEngError, MissingExtraError
-from dataeng_gym.io import append_jsonl, json_default, read_jsonl, write_json, write_jsonl
+from dataeng_gym.io import append_jsonl, changed_fields, read_jsonl, write_json, write_jsonl
 
 ENV_NAME = "dataeng_gym_rllib"
 
@@ -301,13 +301,8 @@ RESUME_MAY_CHANGE = ("iterations", "track")
 def _resume_point(out: Path, settings: PPOSettings) -> int:
     """The iteration to resume after: that of the checkpoint in ``out``, or 0 to start over."""
     marker = out / "checkpoint" / PROGRESS_FILE
-    if not marker.exists() or not (out / "settings.json").exists():
-        return 0
-    before = json.loads((out / "settings.json").read_text())
-    now = json.loads(json.dumps(dataclasses.asdict(settings), default=json_default))
-    if {k: v for k, v in before.items() if k not in RESUME_MAY_CHANGE} != {
-        k: v for k, v in now.items() if k not in RESUME_MAY_CHANGE
-    }:
+    changed = changed_fields(out / "settings.json", dataclasses.asdict(settings), RESUME_MAY_CHANGE)
+    if not marker.exists() or changed is None or changed:
         return 0
     iteration = int(json.loads(marker.read_text())["iteration"])
     return iteration if iteration <= settings.iterations else 0

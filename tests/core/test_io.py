@@ -2,6 +2,7 @@ import json
 
 from dataeng_gym.io import (
     append_jsonl,
+    changed_fields,
     move_aside,
     read_jsonl,
     write_json,
@@ -55,3 +56,13 @@ def test_write_jsonl_replaces_a_file_with_a_torn_line(tmp_path):
     assert list(read_jsonl(path)) == [{"a": 1}, {"b": [1, 2]}]
     write_jsonl(path, [])
     assert path.read_text() == ""
+
+
+def test_changed_fields_compares_as_json_reads_and_skips_what_may_change(tmp_path):
+    path = tmp_path / "args.json"
+    assert changed_fields(path, {"seed": 0}) is None  # no earlier run
+    run = {"seed": 0, "domains": ("code",), "episodes": 20}
+    write_json(path, run)
+    assert changed_fields(path, run | {"episodes": 40}, ["episodes"]) == {}
+    assert changed_fields(path, run | {"seed": 1}) == {"seed": (0, 1)}
+    assert changed_fields(path, {"seed": 0, "episodes": 20}) == {"domains": (["code"], None)}
