@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ def move_aside(path: str | Path, stamp: str) -> Path | None:
     moved = path.with_name(f"{path.stem}.earlier-{stamp}{path.suffix}")
     path.replace(moved)
     return moved
+
+
+def keep_earlier(paths: Iterable[str | Path]) -> list[Path]:
+    """:func:`move_aside` every existing file of ``paths`` under one time stamp; the new paths."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return [moved for path in paths if (moved := move_aside(path, stamp)) is not None]
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

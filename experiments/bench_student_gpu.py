@@ -60,7 +60,7 @@ from dataeng_gym.envs.hf_student import (
     encode_chat,
     set_checkpointing,
 )
-from dataeng_gym.io import move_aside, write_json, write_text
+from dataeng_gym.io import keep_earlier, write_json, write_text
 
 ARCHS: dict[str, Any] = {
     "llama-3.1-8b": lambda: LlamaConfig(
@@ -451,7 +451,9 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.as_test else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    keep_earlier(out)
+    # a GPU run is too scarce to lose to a rerun that then fails: keep the earlier one's files
+    for moved in keep_earlier(out / f"bench_student_gpu.{x}" for x in ("json", "md", "csv")):
+        print(f"kept the earlier run's file as {moved.name}", file=sys.stderr)
     rng = np.random.default_rng(args.seed)
     n_train = args.batch_size * (args.warmup_steps + args.steps)
     examples = make_examples(args, n_train, rng)
@@ -572,15 +574,6 @@ def main() -> int:
 
     print(report)
     return 0
-
-
-def keep_earlier(out: Path) -> None:
-    """Move an earlier run's files aside instead of overwriting them: a GPU run is too scarce
-    to lose to a rerun that then fails."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for suffix in (".json", ".md", ".csv"):
-        if moved := move_aside(out / f"bench_student_gpu{suffix}", stamp):
-            print(f"kept the earlier bench_student_gpu{suffix} as {moved.name}", file=sys.stderr)
 
 
 def write_report(

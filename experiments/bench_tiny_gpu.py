@@ -56,7 +56,7 @@ from dataeng_gym.envs.config import FAST, EnvConfig
 from dataeng_gym.envs.data_env import base_examples
 from dataeng_gym.envs.domains import make_domain
 from dataeng_gym.envs.student import StudentConfig, TinyStudent
-from dataeng_gym.io import move_aside, write_json, write_text
+from dataeng_gym.io import keep_earlier, write_json, write_text
 from dataeng_gym.runner import RunnerConfig, make_specs, run_episodes
 
 
@@ -462,10 +462,8 @@ def main() -> int:
         "args": dataclasses.asdict(args),
     }
     rows: list[dict[str, Any]] = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in ("bench_tiny_gpu.json", "bench_tiny_gpu.md"):  # a rerun keeps the earlier run's
-        if moved := move_aside(out / name, stamp):
-            print(f"kept the earlier {name} as {moved.name}", flush=True)
+    for moved in keep_earlier(out / f"bench_tiny_gpu.{x}" for x in ("json", "md")):
+        print(f"kept the earlier run's file as {moved.name}", flush=True)
 
     def save() -> None:
         write_json(out / "bench_tiny_gpu.json", {"meta": meta, "rows": rows})

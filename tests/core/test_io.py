@@ -3,6 +3,7 @@ import json
 from dataeng_gym.io import (
     append_jsonl,
     changed_fields,
+    keep_earlier,
     move_aside,
     read_jsonl,
     write_json,
@@ -66,3 +67,12 @@ def test_changed_fields_compares_as_json_reads_and_skips_what_may_change(tmp_pat
     assert changed_fields(path, run | {"episodes": 40}, ["episodes"]) == {}
     assert changed_fields(path, run | {"seed": 1}) == {"seed": (0, 1)}
     assert changed_fields(path, {"seed": 0, "episodes": 20}) == {"domains": (["code"], None)}
+
+
+def test_keep_earlier_moves_the_files_that_exist_under_one_stamp(tmp_path):
+    write_text(tmp_path / "bench.json", "{}\n")
+    write_text(tmp_path / "bench.md", "table\n")
+    moved = keep_earlier(tmp_path / f"bench.{x}" for x in ("json", "md", "csv"))
+    assert [p.suffix for p in moved] == [".json", ".md"]
+    assert moved[0].stem.split(".earlier-")[1] == moved[1].stem.split(".earlier-")[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in moved)
