@@ -180,11 +180,16 @@ def _real_episode(parts: Path, env: Any, demo: Any, domain: str, seed: int) -> A
     path = parts / f"{domain}-{seed}.npz"
     if not path.exists():
         o, t = record_demonstrations(env, demo, [seed], domain)
-        parts.mkdir(parents=True, exist_ok=True)
-        partial = parts / f"{domain}-{seed}.partial.npz"
-        np.savez(partial, obs=o, **t)
-        partial.replace(path)
+        _save_npz(path, obs=o, **t)
     return np.load(path)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Save arrays atomically: a rerun never loads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
 
 
 def main(args: Args) -> None:
@@ -227,13 +232,9 @@ def main(args: Args) -> None:
                 for seed in seeds
             ]
             o = np.concatenate([p["obs"] for p in parts])
-            partial = out / "bc_real_demos.partial.npz"
-            np.savez(
-                partial,
-                obs=o,
-                **{k: np.concatenate([p[k] for p in parts]) for k in targets[0]},
+            _save_npz(
+                real_demos, obs=o, **{k: np.concatenate([p[k] for p in parts]) for k in targets[0]}
             )
-            partial.replace(real_demos)  # atomically: a rerun never loads half a file
             say(f"BC: {len(o)} real demonstration steps ({args.bc_real_episodes} episodes)")
         if args.bc_real_episodes:
             saved = np.load(real_demos)
