@@ -24,7 +24,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,29 +154,57 @@ class Measurements:
     def _key(row: dict[str, Any]) -> tuple[Any, ...]:
         return (row["table"], row["domain"], row["name"], row["seed"], row["items"], row["as_test"])
 
-    def get(self, table: str, domain: str, name: str, seed: int, items: int) -> dict | None:
-        """The kept measurement, if an earlier run made it; it also joins this run's rows."""
-        row = self.done.get((table, domain, name, seed, items, self.as_test))
-        if row is not None:
-            self.rows.append(row)
-            _show(row, "kept")
+    def measure(
+        self,
+        table: str,
+        domain: str,
+        name: str,
+        seed: int,
+        items: int,
+        make: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The kept measurement if an earlier run made it, else ``make()``'s fields, appended to
+        measurements.jsonl at once; either way it joins this run's rows and is shown."""
+        row, note = self.done.get((table, domain, name, seed, items, self.as_test)), "kept"
+        if row is None:
+            row = {
+                "table": table,
+                "domain": domain,
+                "name": name,
+                "seed": seed,
+                "items": items,
+                "as_test": self.as_test,
+                **make(),
+            }
+            append_jsonl(self.path, row)
+            note = ""
+        self.rows.append(row)
+        _show(row, note)
         return row
 
-    def add(self, table: str, domain: str, name: str, seed: int, items: int, **fields: Any) -> dict:
-        """Keep a new measurement: appended to measurements.jsonl at once, and shown."""
-        row = {
-            "table": table,
-            "domain": domain,
-            "name": name,
-            "seed": seed,
-            "items": items,
-            "as_test": self.as_test,
-            **fields,
-        }
-        append_jsonl(self.path, row)
-        self.rows.append(row)
-        _show(row, "")
-        return row
+
+def base_student(config: EnvConfig) -> dict[str, Any]:
+    """Train (or load) the domain's base student outside the TRAIN timings; its scores."""
+    env = DataEngEnv(config)
+    start = time.perf_counter()
+    env.reset(seed=0)
+    return {
+        "value": env.base_eval.score,
+        "seconds": time.perf_counter() - start,
+        "per_skill": list(env.base_eval.per_skill.items()),  # kept in skill order
+    }
+
+
+def gap_row(config: EnvConfig, scenario: str, seed: int, items: int) -> dict[str, Any]:
+    """One action-gap measurement: the TRAIN's public gain and its seconds."""
+    gain, seconds = scenario_gain(config, scenario, seed, items)
+    return {"value": gain, "seconds": seconds}
+
+
+def policy_gain(config: EnvConfig, name: str, seed: int) -> dict[str, Any]:
+    """One episode of a baseline policy: its private gain and wall time."""
+    summary = run_episode(DataEngEnv(config), make_policy(name, config, seed=seed), seed=seed)
+    return {"value": summary["gain_abs"], "seconds": summary["wall_seconds"]}
 
 
 def _show(row: dict[str, Any], note: str) -> None:
@@ -263,33 +293,15 @@ def main() -> int:
     bases: list[str] = []
     for domain in args.domains:
         dconfig = config.replace(domain=domain)
-        row = kept.get("base", domain, "base", 0, 0)
-        if row is None:
-            env = DataEngEnv(dconfig)
-            start = time.perf_counter()
-            env.reset(seed=0)  # trains and caches the base outside the TRAIN timings
-            row = kept.add(
-                "base",
-                domain,
-                "base",
-                0,
-                0,
-                value=env.base_eval.score,
-                seconds=time.perf_counter() - start,
-                per_skill=list(env.base_eval.per_skill.items()),  # kept in skill order
-            )
+        row = kept.measure("base", domain, "base", 0, 0, partial(base_student, dconfig))
         per_skill = ", ".join(f"{k} {100 * v:.0f}" for k, v in row["per_skill"])
         bases.append(
             f"| {domain} | {100 * row['value']:.1f} | {per_skill} | {row['seconds']:.0f} s |"
         )
         for scenario in SCENARIOS:
             for seed in range(args.gap_seeds):
-                row = kept.get("gap", domain, scenario, seed, args.gap_items)
-                if row is None:
-                    gain, seconds = scenario_gain(dconfig, scenario, seed, args.gap_items)
-                    row = kept.add(
-                        "gap", domain, scenario, seed, args.gap_items, value=gain, seconds=seconds
-                    )
+                make = partial(gap_row, dconfig, scenario, seed, args.gap_items)
+                row = kept.measure("gap", domain, scenario, seed, args.gap_items, make)
                 gaps.setdefault((domain, scenario), []).append(row["value"])
                 train_seconds.append(row["seconds"])
     lines += [
@@ -327,19 +339,9 @@ def main() -> int:
         dconfig = config.replace(domain=domain)
         for name in policies:
             for seed in range(args.policy_seeds):
-                row = kept.get("policy", domain, name, seed, 0)
-                if row is None:
-                    env = DataEngEnv(dconfig)
-                    summary = run_episode(env, make_policy(name, dconfig, seed=seed), seed=seed)
-                    row = kept.add(
-                        "policy",
-                        domain,
-                        name,
-                        seed,
-                        0,
-                        value=summary["gain_abs"],
-                        seconds=summary["wall_seconds"],
-                    )
+                row = kept.measure(
+                    "policy", domain, name, seed, 0, partial(policy_gain, dconfig, name, seed)
+                )
                 policy_gains.setdefault((domain, name), []).append(row["value"])
                 walls.append(row["seconds"])
     lines += [
