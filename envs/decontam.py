@@ -6,7 +6,8 @@ an evaluation text. Templated questions break the plain rule both ways: boilerpl
 has no n-gram at all. So:
 
 - n-grams that occur in more than ``max_df`` of the evaluation texts are boilerplate and ignored;
-- a text shorter than n words is one n-gram of its own length;
+- a text shorter than n words is one n-gram of its own length, and a query is searched for
+  it with windows of that length too (else a short question with a prefix would slip through);
 - a text is contaminated when it contains at least ``threshold`` (0.8) of the non-boilerplate
   n-grams of one evaluation text (a fraction-of-overlap rule, as in the Llama 2 and PaLM
   contamination analyses, taken per evaluation item): sharing one number and the template
@@ -28,7 +29,10 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    toks = words(text)
+    return _windows(words(text), n)
+
+
+def _windows(toks: list[str], n: int) -> set[tuple[str, ...]]:
     if len(toks) < n:
         return {tuple(toks)} if toks else set()
     return {tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)}
@@ -46,22 +50,30 @@ class NgramIndex:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.n, self.threshold = n, threshold
         postings: dict[tuple[str, ...], list[int]] = {}
-        count = 0
-        for i, text in enumerate(texts):
+        # Distinct texts: a text listed twice would otherwise share all its n-grams with itself
+        # and, in a set of under 1/max_df texts, count as boilerplate and never be caught.
+        distinct = dict.fromkeys(texts)
+        for i, text in enumerate(distinct):
             for g in ngrams(text, n):
                 postings.setdefault(g, []).append(i)
-            count += 1
-        limit = max(1.0, max_df * count)
+        limit = max(1.0, max_df * len(distinct))
         self.boilerplate = {g for g, ids in postings.items() if len(ids) > limit}
         self.postings = {g: ids for g, ids in postings.items() if g not in self.boilerplate}
+        # Lengths of the eval texts shorter than n words, which queries are also cut into.
+        self.short_lengths = sorted({len(g) for g in self.postings if len(g) < n})
         self.sizes: Counter[int] = Counter()
         for ids in self.postings.values():
             self.sizes.update(ids)
 
     def overlap(self, text: str) -> float:
         """Largest fraction of one eval text's non-boilerplate n-grams that ``text`` contains."""
+        toks = words(text)
+        grams = _windows(toks, self.n)
+        for length in self.short_lengths:
+            if length < len(toks):
+                grams |= _windows(toks, length)
         hits: Counter[int] = Counter()
-        for g in ngrams(text, self.n) - self.boilerplate:
+        for g in grams - self.boilerplate:
             hits.update(self.postings.get(g, ()))
         return max((c / self.sizes[i] for i, c in hits.items()), default=0.0)
 

@@ -147,9 +147,13 @@ def test_pickle_round_trip_reproduces_reset_and_next_step(dumps):
 
 
 class PlantingTeacher(ProceduralTeacher):
-    """Replaces every 5th sample by a verbatim copy of a public or a private item."""
+    """Replaces every 5th sample by a copy of a public or a private item, after ``prefix``."""
 
     name = "planting"
+
+    def __init__(self, *args, prefix="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
 
     def generate(self, domain, request):
         out = super().generate(domain, request)
@@ -157,7 +161,7 @@ class PlantingTeacher(ProceduralTeacher):
         for i in range(0, len(out), 5):
             item = evals[(request.request_id * 97 + i * 31) % len(evals)]
             out[i] = Sample(
-                item.question,
+                self.prefix + item.question,
                 item.answer,
                 item.skill,
                 item.difficulty,
@@ -169,9 +173,12 @@ class PlantingTeacher(ProceduralTeacher):
         return out
 
 
-def test_planted_eval_items_never_reach_training_and_are_counted():
-    teacher = PlantingTeacher(CLEAN, seed=0)
-    env = DataEngEnv(FAST, teacher=teacher)
+# Science has questions shorter than the 8-word n-gram: a prefixed copy shares no 8-gram with
+# its original, yet renders to the same student prompt.
+@pytest.mark.parametrize("domain,prefix", [("code", ""), ("science", "Q: ")])
+def test_planted_eval_items_never_reach_training_and_are_counted(domain, prefix):
+    teacher = PlantingTeacher(CLEAN, seed=0, prefix=prefix)
+    env = DataEngEnv(FAST.replace(domain=domain), teacher=teacher)
     env.reset(seed=0)
     seen = []
     real_fine_tune = env.student.fine_tune
