@@ -154,6 +154,15 @@ def reply_schema(skills: tuple[str, ...], max_len: int = MAX_PLAN) -> dict[str, 
     return _untitled(TypeAdapter(Union[_union(skills), plan]).json_schema())  # noqa: UP007
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was.
+
+    Error messages and history lines echo agent input, and a text observation has a maximum
+    length.
+    """
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def validate_action(obj: Any, skills: tuple[str, ...]) -> tuple[Action | None, str | None]:
     """Validate one decoded JSON value as an action; ``(None, reason)`` when it is not one."""
     if not isinstance(obj, dict):
@@ -172,7 +181,7 @@ def validate_action(obj: Any, skills: tuple[str, ...]) -> tuple[Action | None, s
         rule = rules.get(name, "valid")
         if err["type"] == "missing":
             return None, f"field {name!r} is required for op {op!r}: {rule}"
-        return None, f"field {name!r} must be {rule}, got {err.get('input')!r}"
+        return None, f"field {name!r} must be {rule}, got {clip(repr(err.get('input')))}"
     fields = valid.model_dump()
     fields["op"] = Op[op.upper()]
     if "strategy" in fields:

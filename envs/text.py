@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from dataeng_gym.envs.actions import MAX_AMOUNT, action_schema, parse_action
+from dataeng_gym.envs.actions import MAX_AMOUNT, action_schema, clip, parse_action
 from dataeng_gym.envs.data_env import DataEngEnv
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import ORDERS
@@ -23,6 +23,8 @@ __all__ = ["CHARSET", "DataEngTextEnv", "action_help", "parse_action", "render_s
 
 CHARSET = string.printable
 """Characters of text observations and actions (the Text space default is alphanumeric only)."""
+HISTORY_INSTRUCTIONS = 200
+"""Characters of a GENERATE's instructions the history shows (the action itself takes 2,000)."""
 
 ACTION_HELP = f"""\
 Reply with exactly one JSON object, one of:
@@ -101,7 +103,8 @@ def render_state(env: DataEngEnv, ask: str | None = None) -> str:
                 if h["invalid_action"]
                 else json.dumps(_brief(h["result"]))
             )
-            lines.append(f"{h['step']}. {json.dumps(_text_form(h['action']))} -> {outcome}")
+            action = json.dumps(_text_form(h["action"]), ensure_ascii=False)
+            lines.append(f"{h['step']}. {action} -> {outcome}")
     failures = env.last_eval.failures if env.last_eval is not env.base_eval else []
     if failures and cfg.bad_cases:
         rng = np.random.default_rng([env.train_seed, env.steps])
@@ -120,10 +123,18 @@ def render_state(env: DataEngEnv, ask: str | None = None) -> str:
 
 
 def _text_form(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An env history record in the text twin's words (``order`` is called ``strategy``)."""
+    """An env history record in the text twin's words (``order`` is called ``strategy``).
+
+    Long teacher instructions are clipped, so that twelve of them fit the observation.
+    """
     if record is None:
         return None
-    return {("strategy" if k == "order" else k): v for k, v in record.items()}
+    return {
+        ("strategy" if k == "order" else k): (
+            clip(v, HISTORY_INSTRUCTIONS) if k == "instructions" else v
+        )
+        for k, v in record.items()
+    }
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

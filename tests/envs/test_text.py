@@ -66,3 +66,29 @@ def test_valid_actions_round_trip(obj):
 def test_errors_name_the_field_and_allowed_values(obj, fragment):
     action, error = parse_action(json.dumps(obj), SKILLS)
     assert action is None and fragment in error
+
+
+def test_long_and_non_ascii_instructions_keep_the_observation_in_its_space():
+    from dataeng_gym.envs.config import FAST
+    from dataeng_gym.envs.text import DataEngTextEnv
+
+    env = DataEngTextEnv(FAST)
+    obs, info = env.reset(seed=0)
+    skill = info["skills"][0]
+    wide = "请生成较短的单词" * 250  # 2,000 characters, each 6 when JSON-escaped
+    too_long = "x" * 3900  # the action fits the action space; the field takes 2,000
+    for i in range(14):
+        text = wide if i % 2 else too_long
+        action = json.dumps(
+            {"op": "generate", "skill": skill, "difficulty": 1, "amount": 1, "instructions": text},
+            ensure_ascii=False,
+        )
+        obs, _, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(obs), len(obs)
+        if i % 2:
+            assert info["invalid_action"] is None
+        else:
+            assert env.action_space.contains(action)
+            assert "(3902 characters)" in info["invalid_action"]
+            assert len(info["invalid_action"]) < 300
+    assert not (terminated or truncated)
