@@ -24,6 +24,9 @@ MAX_AMOUNT = 1000
 MAX_PLAN = 60
 """Most actions one plan may hold."""
 
+_MAX_JSON_STARTS = 64
+"""Most ``{``/``[`` positions of one reply segment that extract_json tries to decode from."""
+
 OPS = tuple(op.name.lower() for op in Op)
 """The ``op`` values, in :class:`Op` order."""
 
@@ -226,23 +229,30 @@ def parse_reply(
 
 
 def extract_json(text: str) -> str:
-    """The JSON part of a model reply: inside a ``` fence, or from the first ``{``/``[`` on.
+    """The JSON part of a model reply: the first object, or list of objects, that decodes.
 
-    Models wrap JSON in fences and prose; this keeps what a JSON parser should read and never
-    raises. Text without a JSON start is returned stripped, for the parser to reject.
+    Models wrap JSON in fences and prose, and the prose may hold brackets ("skills [a, b]") or
+    a fence of plain text may come first; so each fenced block, then the whole reply, is tried
+    from every ``{`` and ``[`` in turn. Never raises. When nothing decodes, the first fenced
+    block (or the reply) is returned from its first ``{``/``[`` on, stripped, for the parser to
+    reject with its reason.
     """
-    if "```" in text:
-        inner = text.split("```", 2)[1]
-        text = inner.removeprefix("json").removeprefix("JSON")
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return text.strip()
-    text = text[min(starts) :]
-    try:
-        _, end = json.JSONDecoder().raw_decode(text)
-    except (json.JSONDecodeError, RecursionError):
-        return text.strip()
-    return text[:end]
+    blocks = [b.removeprefix("json").removeprefix("JSON") for b in text.split("```")[1::2]]
+    decoder = json.JSONDecoder()
+    for segment in (*blocks, text):
+        starts = [i for i, ch in enumerate(segment) if ch in "{["][:_MAX_JSON_STARTS]
+        for start in starts:
+            try:
+                value, end = decoder.raw_decode(segment, start)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(value, dict) or (
+                isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+            ):
+                return segment[start:end]
+    segment = blocks[0] if blocks else text
+    starts = [i for i in (segment.find("{"), segment.find("[")) if i >= 0]
+    return segment[min(starts, default=0) :].strip()
 
 
 def action_json(action: Action) -> dict[str, Any]:

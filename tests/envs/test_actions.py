@@ -106,6 +106,13 @@ def test_op_is_case_insensitive_and_extra_fields_are_ignored():
         ('Plan: [{"op": "dedup"}, {"op": "train"}]', '[{"op": "dedup"}, {"op": "train"}]'),
         ("no json here", "no json here"),
         ('{"op": "generate", "skill": "ad', '{"op": "generate", "skill": "ad'),
+        ('Weak skills [add, sort]; so: {"op": "dedup"}', '{"op": "dedup"}'),
+        ('Steps [1, 2] then [{"op": "dedup"}]', '[{"op": "dedup"}]'),
+        (
+            'Plan:\n```text\ngenerate, then train\n```\n```json\n{"op": "train"}\n```',
+            '{"op": "train"}',
+        ),
+        ('```json\n{"op": "generate", "skill": "ad', '{"op": "generate", "skill": "ad'),
     ],
 )
 def test_extract_json_finds_the_json_in_a_chatty_reply(text, expected):
