@@ -25,6 +25,7 @@ import math
 import os
 import socket
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,11 +222,13 @@ def execute_episode(
     export_dataset: bool = False,
     threads: int | None = None,
     gpus: float = 0.0,
+    call: str = "",
 ) -> dict[str, Any]:
     """Run one episode and return its results record; a Python error becomes a failed record.
 
     This is the body of a Ray task and of the serial loop alike. Every start is appended to the
-    episode's ``attempts.jsonl`` first, so a record can say how many times its worker died.
+    episode's ``attempts.jsonl`` first, tagged with ``call`` (one per :func:`run_episodes`
+    call), so a record can say how many times its worker died in this call, not in earlier ones.
     ``threads`` sets torch's thread count for the episode (restored afterwards). ``gpus`` is
     the task's GPU share, which decides the student's device (:func:`episode_device`); the
     summary's ``student_device`` says where the student ran.
@@ -240,9 +243,9 @@ def execute_episode(
     out = Path(run_dir) / spec.episode_dir
     append_jsonl(
         out / "attempts.jsonl",
-        {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now()},
+        {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now(), "call": call},
     )
-    attempts = sum(1 for _ in read_jsonl(out / "attempts.jsonl"))
+    attempts = _attempts(out / "attempts.jsonl", call)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -350,6 +353,7 @@ def run_episodes(
     done = store.done()
     todo = [s for s in unique if s.key not in done]
     state = {"finished": len(unique) - len(todo), "failed": 0}
+    call = f"{_now()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def finish(record: dict[str, Any]) -> None:
         if not store.add(record):
@@ -370,9 +374,9 @@ def run_episodes(
     if config.backend == "serial":
         threads = max(1, int(config.cpus_per_episode))
         for spec in todo:
-            finish(execute_episode(spec, str(run_dir), config.export_dataset, threads))
+            finish(execute_episode(spec, str(run_dir), config.export_dataset, threads, 0.0, call))
     elif todo:
-        _run_ray(todo, run_dir, config, finish)
+        _run_ray(todo, run_dir, config, finish, call)
     records = {EpisodeKey.of(r): r for r in store.records()}
     return [records[s.key] for s in unique if s.key in records]
 
@@ -382,6 +386,7 @@ def _run_ray(
     run_dir: Path,
     config: RunnerConfig,
     finish: Callable[[dict[str, Any]], None],
+    call: str,
 ) -> None:
     ray = _require("ray", "rl")
     started = False
@@ -420,7 +425,12 @@ def _run_ray(
             while queue and len(pending) < config.workers:
                 spec = queue.pop()
                 ref = task.remote(
-                    spec, str(run_dir), config.export_dataset, threads, config.gpus_per_episode
+                    spec,
+                    str(run_dir),
+                    config.export_dataset,
+                    threads,
+                    config.gpus_per_episode,
+                    call,
                 )
                 pending[ref] = spec
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -429,9 +439,9 @@ def _run_ray(
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # raised outside the episode's try
-                    record = _failed(spec, run_dir, exc, str(exc))
+                    record = _failed(spec, run_dir, exc, str(exc), call)
                 except ray.exceptions.RayError as exc:  # the worker died on every attempt
-                    record = _failed(spec, run_dir, exc, None)
+                    record = _failed(spec, run_dir, exc, None, call)
                 finish(record)
     finally:
         for ref in pending:
@@ -440,9 +450,17 @@ def _run_ray(
             ray.shutdown()
 
 
-def _failed(spec: EpisodeSpec, run_dir: Path, exc: Exception, tb: str | None) -> dict[str, Any]:
-    log = run_dir / spec.episode_dir / "attempts.jsonl"
-    attempts = sum(1 for _ in read_jsonl(log)) if log.exists() else 0
+def _attempts(log: Path, call: str) -> int:
+    """Starts of one episode in one :func:`run_episodes` call, from its ``attempts.jsonl``."""
+    if not log.exists():
+        return 0
+    return sum(1 for r in read_jsonl(log) if r.get("call", "") == call)
+
+
+def _failed(
+    spec: EpisodeSpec, run_dir: Path, exc: Exception, tb: str | None, call: str
+) -> dict[str, Any]:
+    attempts = _attempts(run_dir / spec.episode_dir / "attempts.jsonl", call)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return make_record(
         spec.key,

@@ -94,6 +94,7 @@ def test_rerun_skips_finished_episodes_and_retries_failed_ones(tmp_path):
     second = run_episodes(specs, tmp_path, RunnerConfig(), on_result=lambda r, i, n: seen.append(r))
     assert [r["seed"] for r in seen] == [1]  # only the failed one ran again
     assert [r["status"] for r in second] == ["ok", "ok"]
+    assert second[1]["attempts"] == 1  # this call's starts, not the failed call's as well
     attempts = tmp_path / specs[0].episode_dir / "attempts.jsonl"
     assert len(attempts.read_text().splitlines()) == 1  # the finished episode never restarted
     assert second[0] == first[0]
