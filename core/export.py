@@ -9,15 +9,13 @@ an item that a MIX weight of 2 repeated appears twice, as the student saw it. Th
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dataeng_gym.envs.teacher import Sample
 from dataeng_gym.errors import MissingExtraError
+from dataeng_gym.io import write_jsonl
 
 COLUMNS = (
     "instruction",
@@ -56,19 +54,7 @@ def pool_rows(samples: Sequence[Sample], domain: str) -> list[dict[str, Any]]:
 
 def write_pool_jsonl(path: str | Path, samples: Sequence[Sample], domain: str) -> None:
     """Write the rows as JSONL, atomically; needs no extra (the dataset holds the same rows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in pool_rows(samples, domain):
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_jsonl(path, pool_rows(samples, domain))
 
 
 def save_hf_dataset(path: str | Path, samples: Sequence[Sample], domain: str) -> None:

@@ -10,6 +10,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
@@ -17,7 +20,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file (a report, a table) atomically, as :func:`write_json` does."""
+    """Write a text file (a report, a table) atomically, as :func:`write_json` does.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not the
+    owner-only mode of the temporary file, so results on a shared file system stay readable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,6 +33,7 @@ def write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,6 +50,10 @@ def move_aside(path: str | Path, stamp: str) -> Path | None:
     if not path.exists():
         return None
     moved = path.with_name(f"{path.stem}.earlier-{stamp}{path.suffix}")
+    n = 1
+    while moved.exists():  # two runs within one second: never overwrite the earlier copy
+        n += 1
+        moved = path.with_name(f"{path.stem}.earlier-{stamp}-{n}{path.suffix}")
     path.replace(moved)
     return moved
 
@@ -123,9 +135,7 @@ def _ends_torn(path: Path) -> bool:
 
 
 def _default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars (a scalar's tolist is the number)
         return obj.tolist()
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)

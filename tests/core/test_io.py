@@ -1,8 +1,13 @@
 import json
+import os
+import stat
+
+import numpy as np
 
 from dataeng_gym.io import (
     append_jsonl,
     changed_fields,
+    json_default,
     keep_earlier,
     move_aside,
     read_jsonl,
@@ -46,6 +51,30 @@ def test_move_aside_keeps_an_earlier_file_under_a_new_name(tmp_path):
     moved = move_aside(path, "t1")
     assert moved == tmp_path / "bench.earlier-t1.json" and moved.read_text() == "earlier\n"
     assert not path.exists()
+    write_text(path, "later\n")  # a second run within the same stamp keeps both copies
+    again = move_aside(path, "t1")
+    assert again == tmp_path / "bench.earlier-t1-2.json" and again.read_text() == "later\n"
+    assert moved.read_text() == "earlier\n"
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    # mkstemp makes owner-only files; results on a shared file system must stay readable.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    for write in (write_text, write_jsonl):
+        path = tmp_path / f"{write.__name__}.out"
+        write(path, "x" if write is write_text else [{"a": 1}])
+        assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_json_default_writes_numpy_arrays_and_scalars():
+    obj = {"a": np.array([[1, 2]]), "b": np.array([0.5]), "c": np.float32(0.25), "d": (1, 2)}
+    assert json.loads(json.dumps(obj, default=json_default)) == {
+        "a": [[1, 2]],
+        "b": [0.5],
+        "c": 0.25,
+        "d": [1, 2],
+    }
 
 
 def test_write_jsonl_replaces_a_file_with_a_torn_line(tmp_path):
