@@ -1,7 +1,8 @@
 """The ``dataeng-gym`` command line: ``domains``, ``run``, ``compare``, ``replay``, ``report``.
 
 Options for the env are generated from the fields of :class:`EnvConfig` that are plain
-numbers or strings, so every documented config field can be set from the command line.
+numbers or (optional) strings, so every documented config field can be set from the command
+line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("environment (EnvConfig fields)")
     for f in dataclasses.fields(EnvConfig):
         kind = hints[f.name]
+        options = typing.get_args(kind)
+        if len(options) == 2 and type(None) in options:  # str | None: the option gives a str
+            kind = next(o for o in options if o is not type(None))
         if f.name == "domain" or kind not in (int, float, str):
             continue
         group.add_argument(
@@ -55,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataeng_gym.envs.config import FAST, EnvConfig
     from dataeng_gym.envs.domains import DOMAINS
     from dataeng_gym.episode import run_episode
-    from dataeng_gym.io import write_json
+    from dataeng_gym.io import keep_earlier, write_json
     from dataeng_gym.policies import POLICIES, make_policy
 
     if args.domain is not None and args.domain not in DOMAINS:
@@ -91,6 +95,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = make_policy(args.policy, config, seed=args.seed, **kwargs)
     out = args.out
     if out:
+        kept = keep_earlier(
+            Path(out) / name for name in ("config.json", "episode.jsonl", "summary.json")
+        )
+        if kept:  # a rerun into the same --out loses nothing, even if it then fails
+            print(
+                f"kept the earlier run's files: {', '.join(p.name for p in kept)}", file=sys.stderr
+            )
         write_json(
             f"{out}/config.json",
             {

@@ -46,6 +46,28 @@ def test_config_fields_are_cli_options(tmp_path):
     )
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["teacher_budget"] == 900
+    cache = str(tmp_path / "cache")  # an optional string field is an option too
+    assert (
+        main(["run", "--fast", "--policy", "random", "--cache-dir", cache, "--out", str(out)]) == 0
+    )
+    assert json.loads((out / "config.json").read_text())["config"]["cache_dir"] == cache
+
+
+def test_a_rerun_into_the_same_out_keeps_the_earlier_run_even_when_it_fails(tmp_path, capsys):
+    out = tmp_path / "ep"
+    assert main(["run", "--fast", "--policy", "uniform", "--out", str(out)]) == 0
+    first = {name: (out / name).read_text() for name in ("episode.jsonl", "summary.json")}
+    missing = str(tmp_path / "no-model")
+    assert (
+        main(["run", "--fast", "--policy", "uniform", "--out", str(out), "--hf-model", missing])
+        == 2
+    )
+    assert "kept the earlier run's files" in capsys.readouterr().err
+    kept = {p.name.split(".earlier-")[0]: p for p in out.iterdir() if ".earlier-" in p.name}
+    assert set(kept) == {"config", "episode", "summary"}
+    assert kept["episode"].read_text() == first["episode.jsonl"]
+    assert kept["summary"].read_text() == first["summary.json"]
+    assert not (out / "summary.json").exists()  # the failed run wrote no summary
 
 
 def test_console_script_is_installed():
