@@ -77,9 +77,15 @@ class EpisodeSpec:
         from dataeng_gym.envs.domains import DOMAINS
         from dataeng_gym.policies import POLICIES
 
-        if self.policy not in POLICIES:
+        if self.policy == "llm":  # it needs an endpoint, which an episode spec does not carry
             raise ValueError(
-                f"unknown policy {self.policy!r}; choose one of: {', '.join(POLICIES)}"
+                "policy 'llm' cannot run from an EpisodeSpec (compare); compare LLM agents with "
+                "`dataeng-gym agents` or run one with `dataeng-gym run --policy llm`"
+            )
+        if self.policy not in POLICIES:
+            runnable = [p for p in POLICIES if p != "llm"]
+            raise ValueError(
+                f"unknown policy {self.policy!r}; choose one of: {', '.join(runnable)}"
             )
         if self.domain not in DOMAINS:
             raise ValueError(f"unknown domain {self.domain!r}; choose one of: {', '.join(DOMAINS)}")

@@ -112,6 +112,8 @@ def test_another_config_in_the_same_run_dir_is_refused(tmp_path):
 def test_bad_specs_and_configs_say_how_to_fix_them():
     with pytest.raises(ValueError, match="choose one of"):
         EpisodeSpec("x", "oracle", "code", 0)
+    with pytest.raises(ValueError, match="dataeng-gym agents"):  # needs an endpoint: refused early
+        EpisodeSpec("x", "llm", "code", 0)
     with pytest.raises(ValueError, match="exit-once:MARKER_PATH"):
         EpisodeSpec("x", "uniform", "code", 0, fault="exit-once")
     with pytest.raises(ValueError, match="backend='ray'"):
