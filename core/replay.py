@@ -56,11 +56,19 @@ def find_episode_dir(path: str | Path, key: str | None = None) -> Path:
             f"{path} is neither an episode directory (with episode.jsonl) nor a run with records"
         )
     keys = {f"{r['experiment']}/{r['policy']}/{r['domain']}/{r['seed']}": r for r in records}
-    short = {k.split("/", 1)[1]: r for k, r in keys.items()}
+    short: dict[str, list[str]] = {}
+    for k in keys:
+        short.setdefault(k.split("/", 1)[1], []).append(k)
+    if key is not None and key not in keys and len(short.get(key, [])) > 1:
+        raise DataEngError(
+            f"--key {key} names an episode of several experiments in {path}; give one of: "
+            + ", ".join(sorted(short[key]))
+        )
     if key is None or (key not in keys and key not in short):
-        shown = ", ".join(sorted(short)[:10])
+        names = sorted(k if len(full) == 1 else f for k, full in short.items() for f in full)
+        shown = ", ".join(names[:10])
         raise DataEngError(f"name the episode to replay with --key; records in {path}: {shown}")
-    record = keys.get(key) or short[key]
+    record = keys[key] if key in keys else keys[short[key][0]]
     if record["status"] != "ok":
         raise DataEngError(f"episode {key} failed ({record['error']}); there is nothing to replay")
     return run_dir / record["episode_dir"]

@@ -148,8 +148,13 @@ def _stat(summaries: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> 
 
 
 def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and the plots into ``run_dir``; return their paths."""
+    """Write ``report.md``, ``report.csv`` and the plots into ``run_dir``; return their paths.
+
+    ``run_dir`` may also name the run's ``results.jsonl``: the report goes beside it.
+    """
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
     records = read_results(run_dir)
     if not records:
         raise DataEngError(

@@ -351,6 +351,8 @@ def run_episodes(
         FailureBudgetExceeded: More than ``config.max_failures`` episodes failed in this call.
     """
     run_dir = Path(run_dir).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunnerError(f"the run directory {run_dir} is a file; give a directory (--out)")
     unique = list({s.key: s for s in specs}.values())
     _pin_run(run_dir, unique)
     if config.export_dataset:

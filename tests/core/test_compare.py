@@ -51,6 +51,26 @@ def test_compare_serial_end_to_end_then_replay(tmp_path, capsys):
         find_episode_dir(out)
 
 
+def test_a_short_key_of_several_experiments_is_refused_not_guessed(tmp_path):
+    from dataeng_gym.results import EpisodeKey, make_record
+
+    records = [
+        make_record(EpisodeKey(e, "uniform", "code", 0), "ok", summary={}, episode_dir=f"ep/{e}")
+        for e in ("A", "B")
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataEngError, match="A/uniform/code/0, B/uniform/code/0"):
+        find_episode_dir(tmp_path, "uniform/code/0")
+    assert find_episode_dir(tmp_path, "B/uniform/code/0") == tmp_path / "ep/B"
+
+
+def test_compare_into_a_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text("")
+    argv = ["compare", "--fast", "--policies", "uniform", "--domains", "code", "--seeds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "results.jsonl")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
 def test_replay_of_a_run_out_directory(tmp_path):
     out = tmp_path / "ep"
     assert main(["run", "--fast", "--policy", "uniform", "--seed", "2", "--out", str(out)]) == 0

@@ -109,5 +109,8 @@ def test_report_files_hold_the_right_numbers(known_run):
 def test_report_cli_and_empty_run(known_run, tmp_path, capsys):
     assert main(["report", str(known_run)]) == 0
     assert "report.md" in capsys.readouterr().out
+    (known_run / "report.md").unlink()
+    assert main(["report", str(known_run / "results.jsonl")]) == 0  # the file names its run
+    assert (known_run / "report.md").exists()
     with pytest.raises(DataEngError, match="no episode records"):
         write_report(tmp_path / "empty")
