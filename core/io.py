@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,30 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file (a report, a table) atomically, as :func:`write_json` does.
+    """Write a text file (a report, a table) atomically, as :func:`write_json` does."""
+    write_bytes(path, text.encode())
+
+
+def write_csv(
+    path: str | Path, rows: Iterable[dict[str, Any]], fieldnames: Sequence[str], **kwargs: Any
+) -> None:
+    """Write rows as CSV atomically (``kwargs`` go to :class:`csv.DictWriter`)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n", **kwargs)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def write_figure(path: str | Path, fig: Any, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically, in the format of the path's suffix."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip("."), **kwargs)
+    write_bytes(path, buf.getvalue())
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically: a reader sees the old file or the new one, never half of one.
 
     The file gets the mode a plain ``open`` would give it (0666 less the umask), not the
     owner-only mode of the temporary file, so results on a shared file system stay readable.
@@ -29,8 +54,8 @@ def write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)

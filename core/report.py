@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 from collections import defaultdict
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dataeng_gym.errors import DataEngError
-from dataeng_gym.io import write_text
+from dataeng_gym.io import write_csv, write_figure, write_text
 from dataeng_gym.results import RESULTS_FILE, read_results
 
 # Student t quantiles t(0.975, df) for df = 1..30; beyond 30 the normal 1.96 is close enough.
@@ -298,14 +297,8 @@ def _best_per_domain(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if _isnan(r[k]) else _round(r[k]) for k in CSV_COLUMNS})
-    _write_line_ended(path, buf.getvalue())
+    cells = ({k: "" if _isnan(r[k]) else _round(r[k]) for k in CSV_COLUMNS} for r in rows)
+    write_csv(path, cells, CSV_COLUMNS)
 
 
 def _isnan(value: Any) -> bool:
@@ -356,7 +349,7 @@ def _plot_public_by_train(path: Path, ok: Sequence[dict[str, Any]]) -> bool:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_figure(path, fig, dpi=100)
     plt.close(fig)
     return True
 
@@ -393,6 +386,6 @@ def _plot_skills(path: Path, ok: Sequence[dict[str, Any]]) -> bool:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_figure(path, fig, dpi=100)
     plt.close(fig)
     return True

@@ -18,7 +18,6 @@ every domain.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import statistics
@@ -38,7 +37,7 @@ from dataeng_gym.envs.data_env import DataEngEnv, Op
 from dataeng_gym.envs.domains import DIFFICULTIES, DOMAINS
 from dataeng_gym.envs.teacher import CLEAN, NoiseConfig
 from dataeng_gym.episode import run_episode
-from dataeng_gym.io import append_jsonl, read_jsonl
+from dataeng_gym.io import append_jsonl, read_jsonl, write_csv, write_text
 from dataeng_gym.policies import make_policy
 
 
@@ -353,12 +352,9 @@ def main() -> int:
     if args.as_test:
         lines += ["(`--as-test`: the fast twin and one seed, so these targets do not apply.)", ""]
 
-    (out / "bench_env.md").write_text("\n".join(lines) + "\n")
-    with open(out / "bench_env.csv", "w", newline="") as f:
-        fieldnames = ["table", "domain", "name", "seed", "items", "value", "seconds"]
-        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept.rows)
+    write_text(out / "bench_env.md", "\n".join(lines) + "\n")
+    fieldnames = ["table", "domain", "name", "seed", "items", "value", "seconds"]
+    write_csv(out / "bench_env.csv", kept.rows, fieldnames, extrasaction="ignore")
     print("\n".join(lines))
     return 0
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataeng_gym.envs.config import EnvConfig
-from dataeng_gym.io import read_jsonl
+from dataeng_gym.io import read_jsonl, write_text
 from dataeng_gym.report import gains_by_seed, paired_ci95, pooled_paired_ci95
 
 BASELINE = "weakest-skill"
@@ -130,7 +130,7 @@ def main() -> None:
         configs.setdefault(name, []).extend(Path(d) for d in dirs.split(","))
     text = table(configs, args.policy)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text(args.out, text + "\n")
     print(text)
 
 

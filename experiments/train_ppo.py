@@ -32,7 +32,6 @@ domains before the last-op input; with it, level on finance and 1.4 points below
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import sys
 import time
@@ -45,7 +44,14 @@ import numpy as np
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.simulated import make_data_env
 from dataeng_gym.episode import run_episode
-from dataeng_gym.io import append_jsonl, changed_fields, read_jsonl, write_json
+from dataeng_gym.io import (
+    append_jsonl,
+    changed_fields,
+    read_jsonl,
+    write_csv,
+    write_json,
+    write_text,
+)
 from dataeng_gym.policies import make_policy
 from dataeng_gym.report import gains_by_seed, mean_ci95, paired_ci95
 from dataeng_gym.training.bc import BCSettings, record_demonstrations, train_bc
@@ -355,10 +361,7 @@ def main(args: Args) -> None:
                 row[f"{student}_minus_{BASELINE}_ci95"] = half
             row["sim_minus_real"] = row["simulated_mean"] - row["tiny_mean"]
             rows.append(row)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "results.csv", rows, list(rows[0]))
     lines = [
         "| domain | policy | real: private gain (points) | n | simulated: private gain | n "
         f"| sim - real | real: minus {BASELINE} (paired) |",
@@ -372,11 +375,12 @@ def main(args: Args) -> None:
             f"| {r[f'tiny_minus_{BASELINE}']:+.1f} ± {r[f'tiny_minus_{BASELINE}_ci95']:.1f} |"
         )
     table = "\n".join(lines)
-    (out / "results.md").write_text(
+    write_text(
+        out / "results.md",
         f"# train_ppo results\n\nArgs: `{dataclasses.asdict(args)}`\n\n"
         "Private gain, mean ± 95% CI half-width (t), held-out seeds 10000+; the last "
         f"column: the policy's gain minus {BASELINE}'s on the same seeds (nan where one "
-        "of them was not run).\n\n" + table + "\n"
+        "of them was not run).\n\n" + table + "\n",
     )
     write_json(out / "args.json", dataclasses.asdict(args))
     print(table)

@@ -27,7 +27,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dataeng_gym.errors import ConfigError
-from dataeng_gym.io import append_jsonl, read_jsonl, write_json
+from dataeng_gym.io import append_jsonl, read_jsonl, write_figure, write_json, write_text
 
 BASELINES = ("random", "uniform", "weakest-skill")
 EPISODE = "episode"
@@ -391,7 +390,7 @@ def table_markdown(rows: list[dict[str, Any]], config: CompareConfig) -> str:
 
 def write_tables(rows: list[dict[str, Any]], config: CompareConfig, out: Path) -> None:
     """``table.md`` (Table 1's form) and ``table.csv`` (one row per agent, protocol, domain)."""
-    _write_text(out / "table.md", table_markdown(rows, config))
+    write_text(out / "table.md", table_markdown(rows, config))
     fields = [
         "agent",
         "protocol",
@@ -407,14 +406,7 @@ def write_tables(rows: list[dict[str, Any]], config: CompareConfig, out: Path) -
     w = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     w.writerows({k: ("" if r[k] is None else r[k]) for k in fields} for r in rows)
-    _write_text(out / "table.csv", text.getvalue())
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a file atomically (a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(out / "table.csv", text.getvalue())
 
 
 # --------------------------------------------------------------------------- curves
@@ -472,7 +464,7 @@ def plot_curves(records: list[dict[str, Any]], config: CompareConfig, out: Path)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"curves_{domain}.png"
-        fig.savefig(path, dpi=100)
+        write_figure(path, fig, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths
