@@ -299,12 +299,17 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         items = self.pool.training_items(rng, self.config.max_train_items)
         gate = {"not_from_teacher": 0, "contaminated": 0, "unrenderable": 0}
         examples, self._gated_samples = [], []
+        # A target the student cannot hold (an LLM teacher's answer can be any length) is
+        # unrenderable here, not an error inside fine_tune after the TRAIN has been paid for.
+        longest = getattr(self.student, "max_target_chars", None)
         for s in items:
             if s.digest not in self.ledger:
                 gate["not_from_teacher"] += 1
             elif self.index.contaminated(s.question):
                 gate["contaminated"] += 1
-            elif (ex := self.domain.to_student(s.question, s.answer)) is None:
+            elif (ex := self.domain.to_student(s.question, s.answer)) is None or (
+                longest is not None and len(ex[1]) > longest
+            ):
                 gate["unrenderable"] += 1
             else:
                 examples.append(ex)

@@ -565,6 +565,11 @@ class TinyStudent:
                     answers[i] = text
         return answers
 
+    @property
+    def max_target_chars(self) -> int:
+        """Longest target fine_tune accepts (one token per character, plus BOS and EOS)."""
+        return self.config.max_length - 2
+
     def num_parameters(self) -> int:
         """Total number of weights of the student (all of them, trainable or not)."""
         return sum(p.numel() for p in self._model.parameters())

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 import warnings
@@ -198,6 +199,25 @@ def test_planted_eval_items_never_reach_training_and_are_counted(domain, prefix)
     assert seen and not {p for p, _ in seen} & eval_prompts
     _, _, terminated, _, info = env.step(act(Op.SUBMIT))
     assert terminated and info["contaminated_removed"] == 40
+
+
+class LongAnswerTeacher(ProceduralTeacher):
+    """Gives every 10th sample a well-formed answer longer than the student can hold."""
+
+    def generate(self, domain, request):
+        out = super().generate(domain, request)
+        for i in range(0, len(out), 10):
+            out[i] = dataclasses.replace(out[i], answer="z" * 70)
+        return out
+
+
+def test_answers_too_long_for_the_student_are_dropped_at_the_gate_not_a_crash():
+    env = DataEngEnv(FAST, teacher=LongAnswerTeacher(CLEAN, seed=0))
+    env.reset(seed=0)
+    env.step(act(Op.GENERATE, 0, 0, 2))  # 100 items, 10 of them with a 70-character answer
+    _, _, _, _, info = env.step(act(Op.TRAIN))
+    assert info["invalid_action"] is None
+    assert info["result"]["gate"]["unrenderable"] == 10
 
 
 def test_items_not_from_the_teacher_are_dropped_at_the_gate():
