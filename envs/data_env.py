@@ -86,6 +86,27 @@ _BASE_EVALS: dict[tuple[str, str, int], Evaluation] = {}
 """Base-student evaluations, memoised per process: the base is fixed per (domain, config, seed)."""
 
 
+def index_error(
+    op: Op,
+    indices: tuple[int, int, int, int],
+    domain: str,
+    skills: Sequence[str],
+    amounts: Sequence[int],
+) -> str | None:
+    """Why a structured action's (skill, difficulty, amount, param) indices are out of range.
+
+    Shared by the real env and its simulated twin, so both reject the same actions.
+    """
+    skill_i, diff_i, amount_i, param = indices
+    if not 0 <= param < 4 or not 0 <= amount_i < len(amounts):
+        return f"param must be in 0..3 and amount in 0..{len(amounts) - 1}"
+    if not 0 <= diff_i < len(DIFFICULTIES):
+        return f"difficulty must be in 0..{len(DIFFICULTIES) - 1}, got {diff_i}"
+    if op in (Op.GENERATE, Op.MIX) and not 0 <= skill_i < len(skills):
+        return f"skill index {skill_i} is not used by {domain} ({tuple(skills)})"
+    return None
+
+
 class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
     """Curate training data for a student model; the reward is the student's gain.
 
@@ -390,13 +411,10 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
             keys = sorted(self.action_space.spaces)
             return None, f"malformed action {action!r}: expected a dict with integer {keys} ({exc})"
         skills = self.domain.skill_names
-        if not 0 <= param < 4 or not 0 <= amount_i < len(self.config.amounts):
-            return None, f"param must be in 0..3 and amount in 0..{len(self.config.amounts) - 1}"
-        if not 0 <= diff_i < len(DIFFICULTIES):
-            return None, f"difficulty must be in 0..{len(DIFFICULTIES) - 1}, got {diff_i}"
-        needs_skill = op in (Op.GENERATE, Op.MIX)
-        if needs_skill and not 0 <= skill_i < len(skills):
-            return None, f"skill index {skill_i} is not used by {self.domain.name} ({skills})"
+        indices = (skill_i, diff_i, amount_i, param)
+        error = index_error(op, indices, self.domain.name, skills, self.config.amounts)
+        if error is not None:
+            return None, error
         return (
             Action(
                 op=op,

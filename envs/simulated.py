@@ -26,6 +26,7 @@ from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.data_env import (
     ARGUMENTS,
     Op,
+    index_error,
     structured_observation,
     structured_spaces,
 )
@@ -203,12 +204,15 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         assert self.model is not None
         try:
             op = Op(int(action["op"]))
-            skill = int(action["skill"])
+            skill, diff, amount, param = (
+                int(action[k]) for k in ("skill", "difficulty", "amount", "param")
+            )
         except (KeyError, TypeError, ValueError) as exc:
             return None, f"malformed action {action!r} ({exc})"
-        if op in (Op.GENERATE, Op.MIX) and not 0 <= skill < len(self.model.skills):
-            return op, f"skill index {skill} is not used by {self.model.domain}"
-        return op, None
+        indices = (skill, diff, amount, param)
+        return op, index_error(
+            op, indices, self.model.domain, self.model.skills, self.config.amounts
+        )
 
     def _apply(
         self, op: Op, a: dict[str, Any], terms: dict[str, float]

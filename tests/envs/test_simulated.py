@@ -177,6 +177,27 @@ def test_curation_operations_move_counts_like_the_real_pool():
     assert not np.allclose(env.acc, env.base_acc)  # the surrogate student moved
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (act(Op.FILTER, param=-1), "param must be in 0..3"),  # once wiped all but one bin
+        (act(Op.GENERATE, amount=7), "amount in 0..3"),  # once an IndexError
+        (act(Op.GENERATE, difficulty=5), "difficulty must be in 0..2, got 5"),
+        (act(Op.VERIFY, amount=9), "amount in 0..3"),
+        (act(Op.MIX, skill=4), "skill index 4 is not used by code"),
+    ],
+)
+def test_out_of_range_actions_are_invalid_in_the_twin_as_in_the_real_env(bad, reason):
+    env = SimulatedDataEngEnv(SIM)
+    env.reset(seed=0)
+    env.step(act(Op.GENERATE, skill=0, difficulty=0, amount=3))
+    before = env.pool.copy()
+    _, reward, _, _, info = env.step(bad)
+    assert reason in info["invalid_action"]
+    assert reward == pytest.approx(-SIM.invalid_penalty)
+    assert np.array_equal(env.pool, before)
+
+
 def test_sim_noise_scatters_public_scores_and_private_follows_the_noise_free_prediction():
     clean, noisy = SimulatedDataEngEnv(SIM), SimulatedDataEngEnv(SIM.replace(sim_noise=0.05))
     twin = SimulatedDataEngEnv(SIM.replace(sim_noise=0.05))
