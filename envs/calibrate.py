@@ -153,12 +153,20 @@ def record_pools(
     ]
     done = {(r["episode"], r["train"]) for r in records if r.get("seed", 0) == seed}
     env = DataEngEnv(config)
-    episode = 0
+    episode, barren = 0, 0
+    largest = int(np.argmax(config.amounts))
     start = time.perf_counter()
     while len(records) < pools:
         if all((episode, t) in done for t in range(config.train_budget)):
             episode += 1
             continue
+        if barren >= MAX_BARREN_EPISODES:
+            raise ValueError(
+                f"{barren} calibration episodes in a row made no valid TRAIN: a pool of "
+                f"min_train_items={config.min_train_items} usable items is out of reach of "
+                f"teacher_budget={config.teacher_budget}; lower the one or raise the other"
+            )
+        before = len(records)
         env.reset(seed=seed * 100_000 + episode)
         rng = np.random.default_rng([seed, episode, 7])
         for t in range(config.train_budget):
@@ -167,9 +175,8 @@ def record_pools(
             _random_round(env, rng)
             samples = gated_training_samples(env)
             while len(samples) < config.min_train_items and env.teacher_left >= max(config.amounts):
-                env.step(
-                    structured_action(Op.GENERATE, int(rng.integers(len(env.domain.skills))), 0, 3)
-                )
+                skill = int(rng.integers(len(env.domain.skills)))
+                env.step(structured_action(Op.GENERATE, skill, 0, largest))
                 samples = gated_training_samples(env)
             if len(samples) < config.min_train_items or env.done:
                 break
@@ -191,8 +198,13 @@ def record_pools(
                     )
             if env.done:
                 break
+        barren = barren + 1 if len(records) == before else 0
         episode += 1
     return records[:pools]
+
+
+MAX_BARREN_EPISODES = 20
+"""Calibration episodes in a row without a record before record_pools gives up."""
 
 
 POLICY_SEEDS = 50_000
@@ -239,7 +251,8 @@ def record_policy_pools(
             while not env.done:
                 action = policy.act(obs, info)
                 if rng.random() < explore:
-                    action = {name_: int(v) for name_, v in env.action_space.sample().items()}
+                    spaces = env.action_space.spaces  # drawn from the seeded rng: reproducible
+                    action = {k: int(rng.integers(space.n)) for k, space in spaces.items()}
                     action["op"] = int(rng.integers(int(Op.TRAIN)))  # GENERATE .. ORDER
                 if int(action["op"]) != int(Op.TRAIN):
                     obs, _, _, _, info = env.step(action)

@@ -259,6 +259,23 @@ def test_calibration_records_persist_and_resume(tmp_path):
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3
 
 
+def test_calibration_with_few_amounts_records_and_an_unreachable_pool_is_an_error(tmp_path):
+    # Two amounts: the top-up GENERATE once asked for amount index 3 and spun on invalid actions.
+    few = FAST.replace(train_budget=1, amounts=(20, 50), min_train_items=300, max_train_items=400)
+    assert len(record_pools(few, 2, tmp_path / "few", seed=0)) == 2
+    out_of_reach = FAST.replace(min_train_items=1300, max_train_items=2000)  # > 1,200 samples
+    with pytest.raises(ValueError, match="min_train_items=1300 usable items is out of reach"):
+        record_pools(out_of_reach, 1, tmp_path / "never", seed=0)
+
+
+def test_exploring_policy_pools_are_reproducible(tmp_path):
+    config = FAST.replace(train_budget=2)
+    a = record_policy_pools(config, ["uniform"], 2, tmp_path / "a", explore=0.5)
+    b = record_policy_pools(config, ["uniform"], 2, tmp_path / "b", explore=0.5)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a]
+    assert a and strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+
 def test_policy_pools_record_each_train_of_whole_episodes_and_resume(tmp_path):
     config = FAST.replace(train_budget=2)
     records = record_policy_pools(config, ["weakest-skill"], 1, tmp_path, explore=0.2)
