@@ -105,8 +105,18 @@ class EnvConfig:
             )
         if not 0 <= self.verify_error_rate < 0.5:
             raise ValueError("EnvConfig.verify_error_rate must be in [0, 0.5)")
-        if abs(sum(self.base_difficulty_mix) - 1) > 1e-6 or min(self.base_skill_mix or (0,)) < 0:
-            raise ValueError("EnvConfig base mixes must be non-negative; difficulties sum to 1")
+        difficulty_mix, skill_mix = self.base_difficulty_mix, self.base_skill_mix or (1.0,)
+        if (
+            abs(sum(difficulty_mix) - 1) > 1e-6
+            or min(difficulty_mix) < 0
+            or min(skill_mix) < 0
+            or not sum(skill_mix) > 0
+        ):
+            raise ValueError(
+                "EnvConfig base mixes must be non-negative, the skill mix must not be all zero "
+                f"and the difficulty mix must sum to 1; got base_skill_mix={self.base_skill_mix}, "
+                f"base_difficulty_mix={self.base_difficulty_mix}"
+            )
         if self.student_kind not in ("tiny", "hf", "simulated"):
             raise ValueError(
                 "EnvConfig.student_kind must be 'tiny', 'hf' or 'simulated', "

@@ -82,7 +82,7 @@ def _subset(items: list[Item], limit: int) -> list[Item]:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit).round()]
 
 
-_BASE_EVALS: dict[tuple[str, str, int], Evaluation] = {}
+_BASE_EVALS: dict[tuple[str, str, str, int], Evaluation] = {}
 """Base-student evaluations, memoised per process: the base is fixed per (domain, config, seed)."""
 
 
@@ -526,7 +526,10 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
 
     def _base_eval(self, split: str, items: list[Item]) -> Evaluation:
         assert self.domain is not None
-        key = (self.student.cache_path(self._base_key(self.domain)).name, split, len(items))
+        # The answers depend on the decoding settings too (max_new_tokens, ...), not only on
+        # the checkpoint, so the whole student config is part of the key.
+        checkpoint = self.student.cache_path(self._base_key(self.domain)).name
+        key = (checkpoint, repr(self.student.config), split, len(items))
         if key not in _BASE_EVALS:
             _BASE_EVALS[key] = evaluate(self.domain, self.student, items, None)
         return _BASE_EVALS[key]

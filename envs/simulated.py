@@ -16,12 +16,14 @@ of small problem spaces); a MIX weight of 0.5 halves counts exactly.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from dataeng_gym import rewards
+from dataeng_gym.envs.calibrate import config_key
 from dataeng_gym.envs.config import EnvConfig
 from dataeng_gym.envs.data_env import (
     ARGUMENTS,
@@ -125,7 +127,17 @@ class SimulatedDataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
                     "SimulatedDataEngEnv needs EnvConfig.simulator_path (a surrogate.json from "
                     "`dataeng-gym calibrate`) or a surrogate object"
                 )
-            self._surrogates[domain] = load_surrogate(self.config.simulator_path, domain)
+            surrogate = load_surrogate(self.config.simulator_path, domain)
+            key = config_key(self.config.replace(domain=domain))
+            if surrogate.config_key != key:
+                warnings.warn(
+                    f"the surrogate for {domain} in {self.config.simulator_path} was fitted on "
+                    f"real TRAINs of another config (key {surrogate.config_key}, this env's is "
+                    f"{key}), so its gains describe another student; refit it with "
+                    "`dataeng-gym calibrate` on this config",
+                    stacklevel=3,
+                )
+            self._surrogates[domain] = surrogate
         return self._surrogates[domain]
 
     def reset(

@@ -48,3 +48,17 @@ def test_train_replays_base_examples_beside_the_pool(ratio):
 def test_replay_ratio_is_validated():
     with pytest.raises(ValueError, match="replay_ratio"):
         FAST.replace(replay_ratio=1.5)
+
+
+@pytest.mark.parametrize(
+    "mix",
+    [
+        {"base_difficulty_mix": (1.2, -0.1, -0.1)},  # sums to 1, once a numpy error at reset
+        {"base_skill_mix": (0.0, 0.0, 0.0, 0.0)},  # nothing to draw from
+        {"base_skill_mix": (0.5, -0.5, 1.0, 0.0)},
+        {"base_difficulty_mix": (0.5, 0.3, 0.1)},
+    ],
+)
+def test_base_mixes_are_validated(mix):
+    with pytest.raises(ValueError, match="base mixes must be non-negative"):
+        FAST.replace(**mix)

@@ -220,6 +220,16 @@ def test_answers_too_long_for_the_student_are_dropped_at_the_gate_not_a_crash():
     assert info["result"]["gate"]["unrenderable"] == 10
 
 
+def test_the_base_evaluation_is_shared_only_between_the_same_student_settings():
+    # The answers depend on the decoding settings, not only on the cached checkpoint.
+    short = FAST.replace(student=dataclasses.replace(FAST.student, max_new_tokens=2))
+    envs = [DataEngEnv(c) for c in (FAST, FAST, short)]
+    for env in envs:
+        env.reset(seed=0)
+    assert envs[0].base_eval is envs[1].base_eval
+    assert envs[2].base_eval is not envs[0].base_eval
+
+
 def test_items_not_from_the_teacher_are_dropped_at_the_gate():
     env = make().unwrapped
     env.reset(seed=0)

@@ -109,6 +109,15 @@ def test_shipped_surrogate_was_fitted_on_the_default_config(domain):
     assert config_key(config.replace(student=what)) != config_key(config)
 
 
+def test_a_surrogate_fitted_on_another_config_warns():
+    fast_sim = FAST.replace(student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
+    with pytest.warns(UserWarning, match="fitted on real TRAINs of another config"):
+        SimulatedDataEngEnv(fast_sim).reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SimulatedDataEngEnv(SIM.replace(train_budget=2, max_steps=9)).reset(seed=0)
+
+
 def test_a_surrogate_file_from_an_older_version_asks_for_a_refit(tmp_path):
     entry = dataclasses.asdict(load_surrogate(SHIPPED_SURROGATE, "code"))
     del entry["recipe"], entry["features"]
