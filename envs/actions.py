@@ -241,18 +241,45 @@ def extract_json(text: str) -> str:
     decoder = json.JSONDecoder()
     for segment in (*blocks, text):
         starts = [i for i, ch in enumerate(segment) if ch in "{["][:_MAX_JSON_STARTS]
+        skip_to = 0
         for start in starts:
+            if start < skip_to:
+                continue  # inside a bracket that did not decode: a cut or broken plan's item
             try:
                 value, end = decoder.raw_decode(segment, start)
             except (json.JSONDecodeError, RecursionError):
+                skip_to = _bracket_end(segment, start)
                 continue
             if isinstance(value, dict) or (
                 isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
             ):
                 return segment[start:end]
+            skip_to = end
     segment = blocks[0] if blocks else text
     starts = [i for i in (segment.find("{"), segment.find("[")) if i >= 0]
     return segment[min(starts, default=0) :].strip()
+
+
+def _bracket_end(text: str, start: int) -> int:
+    """Where the bracket opened at ``start`` closes (JSON strings skipped); the end if never.
+
+    Prose such as "skills [a, b]" closes soon, so the JSON after it is still tried; a plan cut
+    at the token limit never closes, so no item of it is taken for the whole reply.
+    """
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
 
 
 def action_json(action: Action) -> dict[str, Any]:

@@ -113,6 +113,17 @@ def test_op_is_case_insensitive_and_extra_fields_are_ignored():
             '{"op": "train"}',
         ),
         ('```json\n{"op": "generate", "skill": "ad', '{"op": "generate", "skill": "ad'),
+        # a plan cut at the token limit or broken inside is not taken for its first item
+        ('[{"op": "dedup"}, {"op": "tr', '[{"op": "dedup"}, {"op": "tr'),
+        ('[{"op": "dedup"}, {"op": "train"},]', '[{"op": "dedup"}, {"op": "train"},]'),
+        (
+            '[{"op": "dedup"}, // then\n{"op": "train"}]',
+            '[{"op": "dedup"}, // then\n{"op": "train"}]',
+        ),
+        (  # brackets inside a JSON string do not close the cut plan
+            '[{"op": "dedup", "why": "a ] or } here"}, {"op": "tr',
+            '[{"op": "dedup", "why": "a ] or } here"}, {"op": "tr',
+        ),
     ],
 )
 def test_extract_json_finds_the_json_in_a_chatty_reply(text, expected):

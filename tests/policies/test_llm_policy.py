@@ -59,6 +59,16 @@ def test_after_k_reasks_the_declared_fallback_with_the_reason(scripted_server):
     assert policy.stats["fallbacks"] == 1 and policy.stats["failures"]["truncated"] == 3
 
 
+def test_a_plan_cut_at_the_token_limit_is_reasked_not_run_as_its_first_item(scripted_server):
+    cut = good_plan()[:120]  # ends inside the second item
+    scripted_server.push(Reply(cut, finish_reason="length"), good_plan())
+    policy = policy_for(scripted_server, plans=True)
+    first = policy.act("state", INFO)
+    assert policy.last_info["failures"] == ["truncated"] and policy.last_info["calls"] == 2
+    assert len(policy.queue) == len(json.loads(good_plan())) - 1  # the whole second reply
+    assert json.loads(first)["op"] == "generate"
+
+
 def test_a_plan_is_queued_and_dropped_when_the_env_rejects_a_step(scripted_server):
     scripted_server.push('[{"op": "train"}, {"op": "dedup"}, {"op": "submit"}]', TRAIN)
     policy = policy_for(scripted_server)
