@@ -79,7 +79,9 @@ class OpenAIBackend:
         timeout: Seconds one HTTP request may take before it counts as a timeout.
         structured: Send ``json_schema`` as ``response_format`` (for servers that support it,
             e.g. vLLM and OpenAI); off by default because not every server accepts it.
-        seed: Sampling seed sent with each request (servers may ignore it).
+        seed: Sampling seed: request k (counting from 0) sends ``seed + k``, so repeated asks
+            at a temperature above 0 can differ and a run's sequence is still reproducible
+            (servers may ignore it).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class OpenAIBackend:
             raise MissingExtraError("openai", "llm") from exc
         self._openai = openai
         self.model, self.base_url, self.structured, self.seed = model, base_url, structured, seed
+        self.calls = 0
         self.client = openai.OpenAI(
             base_url=base_url,
             api_key=os.environ.get(api_key_env) or "not-needed-for-local-servers",
@@ -125,7 +128,8 @@ class OpenAIBackend:
                 "json_schema": {"name": "reply", "schema": json_schema},
             }
         if self.seed is not None:
-            extra["seed"] = self.seed
+            extra["seed"] = self.seed + self.calls
+        self.calls += 1
         start = time.perf_counter()
         try:
             raw = self.client.chat.completions.with_raw_response.create(
@@ -170,18 +174,44 @@ class OpenAIBackend:
                 200,
             ) from exc
         seconds = time.perf_counter() - start
-        if not response.choices:
-            raise ProviderError(f"{self.name}: the response has no choices: {response!r}")
+        if not getattr(response, "choices", None):
+            shown = repr(response)[:300]
+            raise ProviderError(f"{self.name}: the response has no choices: {shown}", 200)
         choice = response.choices[0]
+        text = _message_text(getattr(choice, "message", None))
+        if text is None:
+            raise ProviderError(
+                f"{self.name}: malformed response, its first choice has no message text: "
+                f"{repr(choice)[:300]}; is this an OpenAI-compatible chat endpoint?",
+                200,
+            )
         usage = response.usage
         return Completion(
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            text=text,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             seconds=seconds,
-            finish_reason=choice.finish_reason or "unknown",
+            finish_reason=getattr(choice, "finish_reason", None) or "unknown",
             retries=raw.retries_taken,
         )
+
+
+def _message_text(message: Any) -> str | None:
+    """A chat message's text: a string, or text parts joined; None when it has neither.
+
+    Servers differ: content may be null (an empty reply), a string, or a list of parts.
+    """
+    if message is None or not hasattr(message, "content"):
+        return None
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = (
+            p.get("text") if isinstance(p, dict) else getattr(p, "text", None) for p in content
+        )
+        return "".join(p for p in parts if isinstance(p, str))
+    return None
 
 
 def _detail(exc: Any) -> str:
@@ -201,7 +231,8 @@ class TransformersBackend:
         model: Path of a directory ``AutoModelForCausalLM`` and ``AutoTokenizer`` load; the
             tokenizer must have a chat template.
         device: Torch device.
-        seed: Seed of sampling (used when ``temperature > 0``).
+        seed: Seed of sampling (used when ``temperature > 0``): call k (counting from 0) samples
+            with ``seed + k``, so repeated asks differ and a run's sequence is reproducible.
     """
 
     def __init__(self, model: str, *, device: str = "cpu", seed: int = 0) -> None:
@@ -216,7 +247,7 @@ class TransformersBackend:
         if not self.tokenizer.chat_template:
             raise ConfigError(f"the tokenizer in {model!r} has no chat template; add one")
         self.model = AutoModelForCausalLM.from_pretrained(model).to(device).eval()
-        self.device, self.seed = device, seed
+        self.device, self.seed, self.calls = device, seed, 0
         self._torch = torch
         self.name = f"transformers:{model}"
 
@@ -237,7 +268,8 @@ class TransformersBackend:
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
         )
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed + self.calls)
+        self.calls += 1
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,

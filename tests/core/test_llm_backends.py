@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from llm_servers import VLLM_CPU, Reply
 
@@ -68,6 +70,40 @@ def test_a_response_body_cut_mid_json_is_a_provider_error(scripted_server):
         fast_client(scripted_server, max_retries=0).complete(HELLO)
 
 
+def _completion(choices):
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": choices}
+
+
+def _choice(message):
+    return {"index": 0, "message": message, "finish_reason": "stop"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_completion([_choice(None)]), "no message text"),
+        (_completion([{"index": 0, "finish_reason": "stop"}]), "no message text"),
+        (_completion(None), "no choices"),
+        ([1, 2], "no choices"),
+        ("hello", "no choices"),
+    ],
+)
+def test_a_200_that_is_not_a_chat_completion_is_a_provider_error(scripted_server, body, reason):
+    # These once escaped as AttributeError / TypeError, which no caller handles.
+    scripted_server.push(Reply(body=json.dumps(body).encode()))
+    with pytest.raises(ProviderError, match=reason):
+        fast_client(scripted_server, max_retries=0).complete(HELLO)
+
+
+def test_usage_without_counts_and_content_parts_are_read(scripted_server):
+    parts = [{"type": "text", "text": '{"op": '}, {"type": "text", "text": '"train"}'}]
+    body = _completion([_choice({"role": "assistant", "content": parts})])
+    body["usage"] = {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
+    scripted_server.push(Reply(body=json.dumps(body).encode()))
+    c = fast_client(scripted_server, max_retries=0).complete(HELLO)
+    assert c.text == '{"op": "train"}' and c.prompt_tokens == c.completion_tokens == 0
+
+
 def test_no_server_is_a_clear_provider_error():
     from llm_servers import free_port
 
@@ -133,6 +169,24 @@ def test_transformers_backend_generates_in_process(tiny_model_dir):
     assert c.finish_reason in ("stop", "length")
     again = backend.complete(HELLO, max_tokens=9)
     assert again.text == c.text  # greedy at temperature 0
+
+
+def test_sampling_differs_between_calls_and_repeats_across_runs(tiny_model_dir):
+    # One-Shot asks the same prompt several times: at temperature > 0 the replies must differ.
+    def replies():
+        backend = TransformersBackend(str(tiny_model_dir), seed=3)
+        return [backend.complete(HELLO, max_tokens=9, temperature=1.0).text for _ in range(3)]
+
+    first = replies()
+    assert len(set(first)) > 1 and replies() == first
+
+
+def test_the_openai_seed_advances_per_request(scripted_server):
+    scripted_server.push("a", "b")
+    backend = fast_client(scripted_server, seed=7)
+    backend.complete(HELLO)
+    backend.complete(HELLO)
+    assert [r["seed"] for r in scripted_server.requests] == [7, 8]
 
 
 @pytest.mark.vllm
