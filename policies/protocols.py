@@ -38,7 +38,14 @@ from dataeng_gym.envs.actions import MAX_PLAN, action_json, plan_schema, validat
 from dataeng_gym.envs.data_env import Action, Op
 from dataeng_gym.envs.text import DataEngTextEnv, render_state
 from dataeng_gym.errors import ProviderError
-from dataeng_gym.io import append_jsonl, changed_fields, read_jsonl, write_json, write_jsonl
+from dataeng_gym.io import (
+    append_jsonl,
+    changed_fields,
+    keep_earlier,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from dataeng_gym.llm import ChatBackend, Message
 from dataeng_gym.policies.llm import FAILURES, LLMPolicy, LLMPolicyConfig
 
@@ -223,13 +230,18 @@ class ProtocolRun:
         }
         nodes_path, settings_path = self.out / "nodes.jsonl", self.out / "run.json"
         kept: list[Node] = []
-        if changed_fields(settings_path, settings) == {} and nodes_path.exists():
+        afresh = False  # over an earlier run that cannot be resumed
+        if nodes_path.exists() and nodes_path.stat().st_size:
+            afresh = changed_fields(settings_path, settings) != {}
             try:
-                kept = [Node(**r) for r in read_jsonl(nodes_path)]
-            except TypeError:  # written by a version with other node fields: start afresh
-                kept = []
-        if [n.index for n in kept] != list(range(len(kept))):
-            kept = []  # not one run's nodes in order: start afresh
+                kept = [] if afresh else [Node(**r) for r in read_jsonl(nodes_path)]
+            except TypeError:  # written by a version with other node fields
+                afresh = True
+            if [n.index for n in kept] != list(range(len(kept))):
+                kept, afresh = [], True  # not one run's nodes in order
+        if afresh:  # the earlier run's files are kept, not lost to a rerun that may fail
+            keep_earlier(self.out / name for name in ("nodes.jsonl", "run.json", "summary.json"))
+            kept = []
         while kept and kept[-1].failure == "other" and not kept[-1].llm.get("calls"):
             kept.pop()  # the endpoint, not the model, failed last: ask those calls again
         write_jsonl(nodes_path, [asdict(node) for node in kept])  # a torn last line is gone
@@ -330,7 +342,8 @@ class ProtocolRun:
             "best_node": best.index if best else None,
             "base_public": base_public,
             "base_private": base_private,
-            "final_public": best.public if best else base_public,
+            # as the env's SUBMIT: a best TRAIN below the base leaves the base student
+            "final_public": max(best.public, base_public) if best else base_public,
             "final_private": final_private,
             "gain_abs": final_private - base_private,
             "gain_rel": best.gain_rel if best else 0.0,

@@ -155,6 +155,22 @@ def test_a_cut_off_iterative_run_resumes_from_its_last_node(env, scripted_server
     scripted_server.push(plan())  # other settings start afresh
     one = run_iterative(env, backend(scripted_server), ProtocolConfig(max_iterations=1), out=out)
     assert one["stages"] == ["draft"] and len(list(read_jsonl(out / "nodes.jsonl"))) == 1
+    earlier = {p.name.split(".earlier-")[0]: p for p in out.iterdir() if ".earlier-" in p.name}
+    assert set(earlier) == {"nodes", "run", "summary"}  # the 8-node run is kept, not wiped
+    assert len(list(read_jsonl(earlier["nodes"]))) == 8
+
+
+def test_a_best_submission_below_the_base_reports_the_base_as_the_env_does(env, scripted_server):
+    from dataeng_gym.policies.protocols import Node, ProtocolRun
+
+    run = ProtocolRun(
+        env, backend(scripted_server), ProtocolConfig(), seed=0, out=None, protocol="x"
+    )
+    run.base = {"base_public": 0.4, "base_private": 0.5}
+    run.nodes.append(Node(0, "attempt", None, "", valid=True, public=0.3, private=0.5, gain_rel=0))
+    s = run.summary()
+    assert s["final_public"] == 0.4 and s["final_private"] == 0.5 and s["gain_abs"] == 0
+    assert s["curve"][-1]["best_public"] == 0.4
 
 
 def test_cli_protocol_runs_end_to_end(scripted_server, tmp_path, capsys):
