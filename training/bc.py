@@ -10,9 +10,10 @@ PPO actor, so a BC checkpoint can warm-start PPO (:func:`warm_start`).
 
 Steps the env rejected (``info["invalid_action"]``) are left out of the demonstrations: they
 changed nothing, so the clone learns the demonstrator's next, valid action for that state
-instead. ``weakest-skill`` plans a TRAIN before its pool holds the 500 usable items a TRAIN
-needs in its first rounds; a clone of those steps would waste them too, and on code the
-60-step limit then cuts its last TRAIN.
+instead. They are still replayed (an undecodable one as an always-rejected action), so every
+later observation's step budget reads as it did. ``weakest-skill`` plans a TRAIN before its
+pool holds the 500 usable items a TRAIN needs in its first rounds; a clone of those steps
+would waste them too, and on code the 60-step limit then cuts its last TRAIN.
 """
 
 from __future__ import annotations
@@ -85,9 +86,28 @@ def structured_action(record: dict[str, Any], skills: Sequence[str], config: Env
 class RecordedEpisode:
     """The decoded actions of one recorded episode and where it started."""
 
-    actions: list[dict[str, Any]]
+    actions: list[dict[str, Any] | None]
+    """One per step; None where the env could not decode the action (the step still counted)."""
     seed: int
     domain: str
+    config: dict[str, Any] | None = None
+    """The EnvConfig it was recorded under, as ``summary.json`` holds it."""
+    path: str = ""
+
+
+REPLAY_FIELDS = (
+    "amounts",
+    "teacher_budget",
+    "train_budget",
+    "max_steps",
+    "min_train_items",
+    "max_train_items",
+)
+"""Config fields a recorded episode must share with the env that replays it: they decide what
+its actions mean and what the budgets in each observation read."""
+
+_UNDECODED = {"op": -1, "skill": 0, "difficulty": 0, "amount": 0, "param": 0}
+"""Stands in for a step the env could not decode: rejected again, so the step still counts."""
 
 
 def load_episodes(paths: Sequence[str | Path]) -> list[RecordedEpisode]:
@@ -104,8 +124,10 @@ def load_episodes(paths: Sequence[str | Path]) -> list[RecordedEpisode]:
                 "(write one with `dataeng-gym run --out DIR`)"
             )
         meta = json.loads(summary.read_text())
-        actions = [r["action"] for r in read_jsonl(log) if r["action"] is not None]
-        episodes.append(RecordedEpisode(actions, int(meta["seed"]), meta["domain"]))
+        actions = [r["action"] for r in read_jsonl(log)]
+        episodes.append(
+            RecordedEpisode(actions, int(meta["seed"]), meta["domain"], meta.get("config"), str(d))
+        )
     return episodes
 
 
@@ -118,17 +140,42 @@ def demonstrations(
     """
     rows = _Rows()
     for ep in episodes:
+        _check_recorded_config(ep, config)
         obs, _ = env.reset(seed=ep.seed, options={"domain": ep.domain})
         rows.last.reset()
         skills = _skills(env)
-        for record in ep.actions:
-            a = structured_action(record, skills, config)
+        for step, record in enumerate(ep.actions, 1):
+            try:
+                a = _UNDECODED if record is None else structured_action(record, skills, config)
+            except (ValueError, KeyError) as exc:
+                raise DataEngError(
+                    f"{ep.path or 'a recorded episode'}, step {step}: {record} is not one of the "
+                    f"structured actions ({exc}); behaviour cloning learns from episodes of the "
+                    "structured env (`dataeng-gym run` with a baseline or learned policy)"
+                ) from exc
             seen = rows.last.observe(obs)
             obs, _, terminated, truncated, info = env.step(a)
             rows.add(seen, a, info)
             if terminated or truncated:
                 break
     return rows.arrays()
+
+
+def _check_recorded_config(ep: RecordedEpisode, config: EnvConfig) -> None:
+    if ep.config is None:
+        return
+    now = json.loads(json.dumps(asdict(config)))
+    differ = [
+        f"{k} {ep.config.get(k)} (now {now[k]})"
+        for k in REPLAY_FIELDS
+        if ep.config.get(k) != now[k]
+    ]
+    if differ:
+        raise DataEngError(
+            f"{ep.path or 'a recorded episode'} was recorded under another config: "
+            f"{', '.join(differ)}; clone it with the config it was recorded under "
+            "(e.g. --fast for `dataeng-gym run --fast` episodes)"
+        )
 
 
 def record_demonstrations(

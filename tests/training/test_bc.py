@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,51 @@ def test_recorded_episodes_replay_to_the_demonstrator_actions(tmp_path):
     gen = direct["op"] == 0
     assert targets["skill"][gen].tolist() == direct["skill"][gen].tolist()
     assert obs.shape[1] == flatten_observation(with_last_op(env.reset(seed=0)[0], None)).size
+
+
+class Stumbling:
+    """weakest-skill, but steps 2 and 5 name a skill the domain lacks (the env cannot decode)."""
+
+    def __init__(self):
+        self.inner, self.t = make_policy("weakest-skill", SIM), 0
+
+    def reset(self, seed):
+        self.inner.reset(seed)
+        self.t = 0
+
+    def act(self, obs, info):
+        self.t += 1
+        if self.t in (2, 5):
+            return {"op": 0, "skill": 9, "difficulty": 0, "amount": 0, "param": 0}
+        return self.inner.act(obs, info)
+
+
+def test_undecodable_steps_still_count_when_replayed(tmp_path):
+    # Dropping them once shifted every later observation's steps-left feature by one per step.
+    env = SimulatedDataEngEnv(SIM)
+    run_episode(env, Stumbling(), seed=7, domain="code", out=tmp_path / "ep")
+    obs, targets = demonstrations(env, load_episodes([tmp_path / "ep"]), SIM)
+    direct_obs, direct = record_demonstrations(env, Stumbling(), [7], "code")
+    np.testing.assert_allclose(obs, direct_obs)
+    assert targets["op"].tolist() == direct["op"].tolist()
+
+
+def test_episodes_of_another_config_or_the_text_twin_are_clear_errors(tmp_path):
+    from dataeng_gym.envs.config import FAST
+
+    fast = FAST.replace(student_kind="simulated", simulator_path=str(SHIPPED_SURROGATE))
+    with pytest.warns(UserWarning, match="fitted on real TRAINs of another config"):
+        sim = SimulatedDataEngEnv(fast)
+        run_episode(sim, make_policy("uniform", fast), seed=0, out=tmp_path / "f")
+    with pytest.raises(DataEngError, match=r"another config: amounts \[20, 50, 100, 200\]"):
+        demonstrations(SimulatedDataEngEnv(SIM), load_episodes([tmp_path / "f"]), SIM)
+    text = tmp_path / "text"  # an LLM's action: any amount, not one of config.amounts
+    text.mkdir()
+    step = {"action": {"op": "generate", "skill": "reverse", "difficulty": 1, "amount": 37}}
+    (text / "episode.jsonl").write_text(json.dumps(step) + "\n")
+    (text / "summary.json").write_text(json.dumps({"seed": 0, "domain": "code"}))
+    with pytest.raises(DataEngError, match="step 1: .* is not one of the structured actions"):
+        demonstrations(SimulatedDataEngEnv(SIM), load_episodes([text]), SIM)
 
 
 def test_demonstrations_leave_out_rejected_steps_and_carry_the_last_op():
