@@ -97,6 +97,10 @@ class ProtocolConfig:
             raise ValueError("ProtocolConfig.temperature must be >= 0")
 
 
+LLM_COUNTS = ("calls", "prompt_tokens", "completion_tokens", "seconds", "retries")
+"""What a node keeps of its model calls; a resumed run adds them back into the totals."""
+
+
 @dataclass
 class Node:
     """One model call of a protocol and, when its reply was a plan, the submission it made."""
@@ -272,7 +276,7 @@ class ProtocolRun:
             node.failure, node.error = "other", str(exc)
             return self._record(node, start)
         node.reply = step.get("reply", "")
-        node.llm = {k: step.get(k, 0) for k in ("calls", "prompt_tokens", "completion_tokens")}
+        node.llm = {k: step.get(k, 0) for k in LLM_COUNTS}
         if actions is None:
             node.failure, node.error = step["failures"][-1], step["errors"][-1]
             return self._record(node, start)

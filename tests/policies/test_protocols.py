@@ -147,6 +147,9 @@ def test_a_cut_off_iterative_run_resumes_from_its_last_node(env, scripted_server
     assert prompts(scripted_server)[asked:] == whole_prompts[4:]  # the same contexts, word for word
     assert s["attempts"] == 8 and s["successes"] == 3 and s["llm"]["calls"] == 8
     assert [n["index"] for n in read_jsonl(out / "nodes.jsonl")] == list(range(8))
+    kept = [n["llm"] for n in read_jsonl(out / "nodes.jsonl")]  # the cut-off run's time counts
+    assert sum(n["seconds"] for n in kept) == pytest.approx(s["llm"]["seconds"])
+    assert sum(n["retries"] for n in kept) == s["llm"]["retries"]
 
     asked = len(scripted_server.requests)  # a finished run asks nothing more
     again = run_iterative(env, backend(scripted_server), config, seed=0, out=out)
