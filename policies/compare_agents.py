@@ -126,6 +126,12 @@ class CompareConfig:
         names = [parse_agent(a).name for a in self.agents]  # raises on a bad spec
         if len(set(names)) != len(names):
             raise ValueError(f"agent names repeat in {names}; give each a NAME=SPEC label")
+        dirs = [_slug(n) for n in names]  # two names, one run directory: results would mix
+        if len(set(dirs)) != len(dirs):
+            raise ValueError(
+                f"agent names {names} share a run directory name ({dirs}); name them apart "
+                "in letters or digits"
+            )
         for d in self.domains:
             if d not in DOMAINS:
                 raise ValueError(f"unknown domain {d!r}; choose from: {', '.join(DOMAINS)}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from dataeng_gym.envs.actions import (
     MAX_PLAN,
+    OPS,
     action_json,
     extract_json,
     parse_reply,
@@ -104,6 +105,10 @@ class LLMPolicyConfig:
             raise ValueError(f"LLMPolicyConfig.fallback must be one JSON action: {exc}") from exc
         if not isinstance(obj, dict) or "op" not in obj:
             raise ValueError('LLMPolicyConfig.fallback must be an action object, e.g. {"op": ...}')
+        if str(obj["op"]).lower() not in OPS:
+            raise ValueError(
+                f"LLMPolicyConfig.fallback's op must be one of {list(OPS)}, got {obj['op']!r}"
+            )
 
 
 class LLMPolicy:

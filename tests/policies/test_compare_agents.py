@@ -53,6 +53,8 @@ def test_parse_agent_specs():
         parse_agent("gpt")
     with pytest.raises(ValueError, match="NAME=SPEC"):
         CompareConfig(agents=("random", "random"))
+    with pytest.raises(ValueError, match="share a run directory"):
+        CompareConfig(agents=("a b=random", "a_b=uniform"))
     with pytest.raises(ValueError, match="unknown domain"):
         CompareConfig(agents=("random",), domains=("chess",))
 

@@ -121,6 +121,8 @@ def test_config_is_validated():
         LLMPolicyConfig(max_reasks=-1)
     with pytest.raises(ValueError, match="fallback"):
         LLMPolicyConfig(fallback="submit")
+    with pytest.raises(ValueError, match="fallback's op must be one of"):
+        LLMPolicyConfig(fallback='{"op": "sumbit"}')
 
 
 def test_episode_end_to_end_on_the_fast_text_twin(scripted_server):
