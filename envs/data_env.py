@@ -280,7 +280,12 @@ class DataEngEnv(gym.Env[dict[str, np.ndarray], dict[str, int]]):
         assert self.domain is not None
         if action.op == Op.GENERATE:
             request = GenerationRequest(
-                self.requests, action.skill, action.difficulty, action.amount, action.instructions
+                self.requests,
+                action.skill,
+                action.difficulty,
+                action.amount,
+                action.instructions,
+                episode_seed=self.train_seed,
             )
             self.requests += 1
             samples = self.teacher.generate(self.domain, request)

@@ -8,19 +8,20 @@ object ``{"instruction", "input", "output"}`` (the paper's submission format). T
 parse is rejected and its reason counted; what parses becomes a :class:`Sample` that goes
 through the same ledger, pool, filters and decontamination gate as a procedural one.
 
-Prompts run concurrently (asyncio, ``concurrency`` at a time; the paper used 80). Every reply
-is stored in a content-addressed cache (the key hashes the backend name, the messages and the
-sampling settings), so a recorded run replays identically without the model: build the
-teacher with ``backend=None``, the same ``cache_dir`` and the recorded ``model_id``.
+Prompts run concurrently (threads, ``concurrency`` at a time; the paper used 80). Every reply
+is stored in a content-addressed cache (the key hashes the model name, the messages, the
+sampling settings and the episode seed, so each seed samples the teacher afresh), so a recorded
+run replays identically without the model: build the teacher with ``backend=None``, the same
+``cache_dir`` and the recorded ``model_id`` (the model name).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,17 @@ def parse_item(text: str, finish_reason: str) -> tuple[tuple[str, str] | None, s
         obj = json.loads(extract_json(text))
     except (json.JSONDecodeError, RecursionError):
         return None, "truncated" if finish_reason == "length" else "unparseable"
-    if not isinstance(obj, dict) or not all(
-        isinstance(obj.get(k, ""), str) for k in ("instruction", "input", "output")
-    ):
+    if not isinstance(obj, dict):
         return None, "missing_fields"
-    instruction, extra, output = (
-        obj.get(k, "").strip() for k in ("instruction", "input", "output")
-    )
+    fields = {k: obj.get(k) for k in ("instruction", "input", "output")}
+    for k, v in fields.items():  # "input": null means no context; a number is its digits
+        if v is None:
+            fields[k] = ""
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            fields[k] = str(v)
+        elif not isinstance(v, str):
+            return None, "missing_fields"
+    instruction, extra, output = (fields[k].strip() for k in ("instruction", "input", "output"))
     if not instruction or "output" not in obj:
         return None, "missing_fields"
     if not output:
@@ -123,7 +128,10 @@ class LLMTeacher:
         self.backend, self.concurrency = backend, concurrency
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_tokens, self.temperature = max_tokens, temperature
-        self.model_id = model_id or (backend.name if backend is not None else "")
+        # the model, not the endpoint: the same model served elsewhere replays the same cache
+        self.model_id = model_id or (
+            getattr(backend, "model", None) or backend.name if backend is not None else ""
+        )
         self._lock = threading.Lock()
         self.stats: dict[str, Any] = {
             "prompts": 0,
@@ -138,7 +146,10 @@ class LLMTeacher:
 
     def generate(self, domain: Domain, request: GenerationRequest) -> list[Sample]:
         prompts = [item_prompt(domain, request, i) for i in range(request.count)]
-        replies = asyncio.run(self._complete_all(prompts))
+        seed = request.episode_seed
+        # threads, not asyncio.run: generate may be called from a running event loop (Jupyter)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            replies = list(pool.map(lambda m: self._complete(m, seed), prompts))
         samples, rejected = [], Counter[str]()
         for reply in replies:
             parsed, reason = parse_item(reply["text"], reply["finish_reason"])
@@ -164,32 +175,24 @@ class LLMTeacher:
             self.stats["rejected"][reason] += n
         return samples
 
-    async def _complete_all(self, prompts: list[list[Message]]) -> list[dict[str, Any]]:
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(messages: list[Message]) -> dict[str, Any]:
-            async with gate:
-                return await asyncio.to_thread(self._complete, messages)
-
-        return list(await asyncio.gather(*(one(m) for m in prompts)))
-
-    def cache_key(self, messages: list[Message]) -> str:
-        """Content address of a prompt: backend, messages and sampling settings."""
+    def cache_key(self, messages: list[Message], episode_seed: int = 0) -> str:
+        """Content address of a prompt: model, messages, sampling settings and episode seed."""
         blob = json.dumps(
             {
                 "model": self.model_id,
                 "messages": messages,
                 "max_tokens": self.max_tokens,
                 "temperature": self.temperature,
+                "episode_seed": episode_seed,
             },
             sort_keys=True,
         )
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
-    def _complete(self, messages: list[Message]) -> dict[str, Any]:
+    def _complete(self, messages: list[Message], episode_seed: int) -> dict[str, Any]:
         path = None
         if self.cache_dir is not None:
-            path = self.cache_dir / f"{self.cache_key(messages)}.json"
+            path = self.cache_dir / f"{self.cache_key(messages, episode_seed)}.json"
             if path.exists():
                 with self._lock:
                     self.stats["cache_hits"] += 1
@@ -225,8 +228,9 @@ def add_teacher_options(parser: Any) -> None:
 def teacher_from_args(args: Any) -> LLMTeacher | None:
     """The LLM teacher the ``--teacher-*`` options describe, or None for the procedural one."""
     if args.teacher_model is None:
-        if args.teacher_base_url is not None:
-            raise ConfigError("--teacher-base-url needs --teacher-model")
+        for option in ("base_url", "cache"):
+            if getattr(args, f"teacher_{option}") is not None:
+                raise ConfigError(f"--teacher-{option.replace('_', '-')} needs --teacher-model")
         return None
     from dataeng_gym.llm import make_backend
 

@@ -80,6 +80,9 @@ class GenerationRequest:
     count: int
     instructions: str = ""
     """Free text for the teacher (an LLM teacher reads it; the procedural one ignores it)."""
+    episode_seed: int = 0
+    """The episode's seed. An LLM teacher's reply cache keys on it, so that episodes of other
+    seeds sample the teacher afresh instead of replaying one seed's replies."""
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,29 @@ def test_a_recorded_run_replays_from_the_cache_without_the_model(scripted_server
     assert live.stats["calls"] == 12 and live.stats["cache_hits"] == 0
     again = live.generate(DOMAIN, request)
     assert again == first and live.stats["calls"] == 12 and live.stats["cache_hits"] == 12
-    replay = LLMTeacher(None, cache_dir=tmp_path, model_id=backend.name)
+    replay = LLMTeacher(None, cache_dir=tmp_path, model_id="teacher")  # the model's name
     assert replay.generate(DOMAIN, request) == first and replay.stats["calls"] == 0
     with pytest.raises(DataEngError, match="no cached reply"):
         replay.generate(DOMAIN, GenerationRequest(1, "upper", 2, 2))
+    # the same model at another address replays; another episode seed asks the model afresh
+    elsewhere = scripted_server.base_url.replace("127.0.0.1", "localhost")
+    moved = LLMTeacher(make_backend("openai", "teacher", elsewhere), cache_dir=tmp_path)
+    assert moved.generate(DOMAIN, request) == first and moved.stats["calls"] == 0
+    other_seed = GenerationRequest(0, "upper", 2, 12, "short strings", episode_seed=1)
+    moved.generate(DOMAIN, other_seed)
+    assert moved.stats["calls"] == 12
+
+
+def test_generate_works_inside_a_running_event_loop(scripted_server):
+    import asyncio
+
+    teacher_server(scripted_server, delay=0)
+    teacher = LLMTeacher(make_backend("openai", "teacher", scripted_server.base_url))
+
+    async def notebook_cell():  # e.g. Jupyter, where a loop is always running
+        return teacher.generate(DOMAIN, GenerationRequest(0, "upper", 1, 3))
+
+    assert asyncio.run(notebook_cell()) is not None and teacher.stats["calls"] == 3
 
 
 def test_prompts_are_pure_alpaca_style_and_show_an_example():
@@ -97,6 +116,12 @@ def test_item_parser_never_raises_and_names_the_reason():
     assert parse_item('{"instruction": "Q?"}', "stop") == (None, "missing_fields")
     assert parse_item('{"instruction": "Q?", "output": " "}', "stop") == (None, "empty_output")
     assert parse_item('{"instruction": "Q', "length") == (None, "truncated")
+    # no context as null and a numeric answer are common ways to write a valid item
+    assert parse_item('{"instruction": "2+3?", "input": null, "output": 5}', "stop") == (
+        ("2+3?", "5"),
+        None,
+    )
+    assert parse_item('{"instruction": "Q?", "output": true}', "stop") == (None, "missing_fields")
     rng = np.random.default_rng(0)
     alphabet = list(string.printable) + ['"instruction"', '"output"', "{", "}", ":"]
     for _ in range(2000):
@@ -110,6 +135,13 @@ def test_configuration_errors():
         LLMTeacher(None)
     with pytest.raises(ConfigError, match="concurrency"):
         LLMTeacher(None, cache_dir="x", model_id="m", concurrency=0)
+    from argparse import Namespace
+
+    from dataeng_gym.envs.llm_teacher import teacher_from_args
+
+    cache_only = Namespace(teacher_model=None, teacher_base_url=None, teacher_cache="c")
+    with pytest.raises(ConfigError, match="--teacher-cache needs --teacher-model"):
+        teacher_from_args(cache_only)  # was silently the procedural teacher
 
 
 def test_llm_teacher_against_transformers_serve(served_tiny_model, tmp_path):
