@@ -58,7 +58,13 @@ def run_compare(args: argparse.Namespace, config_changes: dict[str, Any]) -> int
     from dataeng_gym.envs.config import FAST, EnvConfig
     from dataeng_gym.report import summarize, table, write_report
     from dataeng_gym.results import EpisodeKey, read_results
-    from dataeng_gym.runner import FailureBudgetExceeded, RunnerConfig, make_specs, run_episodes
+    from dataeng_gym.runner import (
+        FailureBudgetExceeded,
+        RunnerConfig,
+        make_specs,
+        pin_run,
+        run_episodes,
+    )
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
@@ -79,6 +85,7 @@ def run_compare(args: argparse.Namespace, config_changes: dict[str, Any]) -> int
         max_failures=args.max_failures,
         export_dataset=args.dataset,
     )
+    pin_run(out.resolve(), specs)  # a refused rerun must not start a W&B run first
     logger = None
     if args.wandb:
         from dataeng_gym.wandb_log import WandbLogger
@@ -108,20 +115,21 @@ def run_compare(args: argparse.Namespace, config_changes: dict[str, Any]) -> int
             logger.log_episode(record, out / record["episode_dir"])
 
     try:
-        run_episodes(specs, out, runner, on_result=on_result)
-    except FailureBudgetExceeded:
-        if (out / "results.jsonl").exists():
-            write_report(out)
+        try:
+            run_episodes(specs, out, runner, on_result=on_result)
+        except FailureBudgetExceeded:
+            if (out / "results.jsonl").exists():
+                write_report(out)
+            raise
+        paths = write_report(out)
+        keys = {s.key for s in specs}
+        mine = [r for r in read_results(out) if EpisodeKey.of(r) in keys]
+        rows = summarize(mine)
+        if logger is not None:
+            logger.log_report(rows, paths)
+    finally:  # whatever stopped the run, its W&B run is closed
         if logger is not None:
             logger.finish()
-        raise
-    paths = write_report(out)
-    keys = {s.key for s in specs}
-    mine = [r for r in read_results(out) if EpisodeKey.of(r) in keys]
-    rows = summarize(mine)
-    if logger is not None:
-        logger.log_report(rows, paths)
-        logger.finish()
     print(table(rows))
     print(
         f"\n{len(mine)} episodes in {time.perf_counter() - start:.0f} s; wrote {out}/results.jsonl,"

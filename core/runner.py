@@ -351,10 +351,8 @@ def run_episodes(
         FailureBudgetExceeded: More than ``config.max_failures`` episodes failed in this call.
     """
     run_dir = Path(run_dir).resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunnerError(f"the run directory {run_dir} is a file; give a directory (--out)")
     unique = list({s.key: s for s in specs}.values())
-    _pin_run(run_dir, unique)
+    pin_run(run_dir, unique)
     if config.export_dataset:
         _require("datasets", "datasets")
     store = ResultsStore(run_dir)
@@ -480,12 +478,16 @@ def _failed(
     )
 
 
-def _pin_run(run_dir: Path, specs: Sequence[EpisodeSpec]) -> None:
+def pin_run(run_dir: str | Path, specs: Sequence[EpisodeSpec]) -> None:
     """Write ``run.json`` on first use; refuse a rerun whose env configuration differs.
 
     The student's device is left out: like the backend, it says where episodes run, not what
-    they are (and run directories from before it existed stay resumable).
+    they are (and run directories from before it existed stay resumable). :func:`run_episodes`
+    calls it; a caller that starts something first (a W&B run) calls it before that.
     """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunnerError(f"the run directory {run_dir} is a file; give a directory (--out)")
     envs = {}
     for s in specs:
         config = s.to_json()["config"] | {"domain": None}

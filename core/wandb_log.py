@@ -64,10 +64,11 @@ class WandbLogger:
         self.episodes = 0
         self.actions: list[list[Any]] = []
         state_path = self.run_dir / STATE_FILE
-        state = json.loads(state_path.read_text()) if state_path.exists() else {"runs": []}
-        self.resumed_from = state["runs"][-1]["id"] if state["runs"] else None
+        self.resumed_from = None
         mode = os.environ.get("WANDB_MODE") or "offline"
         try:
+            state = json.loads(state_path.read_text()) if state_path.exists() else {"runs": []}
+            self.resumed_from = state["runs"][-1]["id"] if state["runs"] else None
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(
                 project=project,

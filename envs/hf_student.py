@@ -592,7 +592,7 @@ class HFStudent:
             model = AutoModelForCausalLM.from_pretrained(
                 config.model, dtype=self.dtype, attn_implementation=attn
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a directory without a model config
             raise StudentError(
                 f"cannot load the hf student {config.model!r}: {exc}. Pass a local directory "
                 "with config.json, weights and a tokenizer, or a hub id with network access"

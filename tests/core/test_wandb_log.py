@@ -101,3 +101,25 @@ def test_a_wandb_failure_warns_and_never_raises(run_dir, monkeypatch):
     assert logger.run is None
     logger.log_episode(record, path / record["episode_dir"])  # a no-op now
     logger.finish()
+
+
+@pytest.mark.parametrize("state", ["", '{"runs": {"id": 1}}'])
+def test_an_unreadable_run_state_warns_and_never_raises(run_dir, monkeypatch, state):
+    path, _ = run_dir
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    (path / "wandb_runs.json").write_text(state)
+    with pytest.warns(RuntimeWarning, match="W&B logging stopped"):
+        logger = WandbLogger(path, "wb", {})
+    assert logger.run is None and logger.resumed_from is None
+    logger.finish()
+
+
+def test_a_refused_compare_rerun_starts_no_wandb_run(tmp_path, monkeypatch):
+    from dataeng_gym.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--fast", "--policies", "random", "--domains", "code", "--seeds", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out), "--max-steps", "5", "--wandb"]) == 2  # another config
+    assert not (out / "wandb_runs.json").exists() and not (out / "wandb").exists()
