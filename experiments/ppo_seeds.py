@@ -74,7 +74,9 @@ def table(configs: dict[str, list[Path]], policy: str) -> str:
         loaded = [load_run(path) for path in paths]
         domains = sorted({d for run in loaded for (d, p, _) in run.gains if p == policy})
         for domain in domains:
-            runs = [run for run in loaded if run.gains[domain, policy, "tiny"]]
+            # .get: indexing the defaultdict would add this domain to every run, and a run of
+            # another domain would then be listed as left out of this one
+            runs = [run for run in loaded if run.gains.get((domain, policy, "tiny"))]
             left_out += [
                 f"{name} {domain} {run.name}"
                 for run in loaded
