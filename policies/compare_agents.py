@@ -253,6 +253,14 @@ def run_compare(
     done = load_results(out)
     records = []
     runs = plan_runs(config)
+    for spec in {s.name: s for s, *_ in runs}.values():  # a label may not change its agent
+        now = json.loads(json.dumps(asdict(spec)))
+        before = next((r["spec"] for r in done.values() if r.get("agent") == spec.name), now)
+        if before != now:
+            raise ConfigError(
+                f"{out} holds runs of agent {spec.name!r} defined as {before}, now {now}; "
+                "use a new --out, or give the new agent another NAME="
+            )
     for i, (spec, protocol, domain, seed) in enumerate(runs, 1):
         key = run_key(spec.name, protocol, domain, seed)
         prefix = f"[{i}/{len(runs)}] {spec.name} {protocol} {domain} seed={seed}"

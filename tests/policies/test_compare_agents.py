@@ -133,6 +133,9 @@ def test_a_dead_endpoint_is_a_recorded_failure_and_the_others_finish(scripted_se
     assert rerun[0]["status"] == "failed" and rerun[1] == ok
     with pytest.raises(ConfigError, match="max_attempts"):  # would mix settings in one table
         run_compare(config(dead, protocols=("one-shot",), seeds=1, max_attempts=3), out)
+    relabelled = "dead=llm:openai:another-model@http://127.0.0.1:9/v1"  # same label, new agent
+    with pytest.raises(ConfigError, match="holds runs of agent 'dead' defined as"):
+        run_compare(config(relabelled, protocols=("one-shot",), seeds=1), out)
 
 
 def test_summary_means_over_seeds_and_domains_leaves_failures_out():
