@@ -148,11 +148,9 @@ def main() -> None:
     server = None
     if args.as_test:
         server = RandomPlanServer(args.seed)
-        args.agents = [
-            "weakest-skill",
-            "random",
-            f"random-plans=llm:openai:random@{server.base_url}",
-        ]
+        # the model name carries --seed: a rerun with another seed is refused, not resumed
+        random_plans = f"random-plans=llm:openai:random-seed{args.seed}@{server.base_url}"
+        args.agents = ["weakest-skill", "random", random_plans]
         args.domains, args.seeds, args.fast = ["code", "finance"], 1, True
         args.max_attempts, args.max_iterations, args.max_retries = 4, 4, 0
     config = CompareConfig(

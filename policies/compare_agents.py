@@ -254,8 +254,10 @@ def run_compare(
     records = []
     runs = plan_runs(config)
     for spec in {s.name: s for s, *_ in runs}.values():  # a label may not change its agent
-        now = json.loads(json.dumps(asdict(spec)))
+        # where it is served may change (a restarted server on another port), not what it is
+        now = {k: v for k, v in asdict(spec).items() if k != "base_url"}
         before = next((r["spec"] for r in done.values() if r.get("agent") == spec.name), now)
+        before = {k: v for k, v in before.items() if k != "base_url"}
         if before != now:
             raise ConfigError(
                 f"{out} holds runs of agent {spec.name!r} defined as {before}, now {now}; "

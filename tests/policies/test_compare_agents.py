@@ -136,6 +136,8 @@ def test_a_dead_endpoint_is_a_recorded_failure_and_the_others_finish(scripted_se
     relabelled = "dead=llm:openai:another-model@http://127.0.0.1:9/v1"  # same label, new agent
     with pytest.raises(ConfigError, match="holds runs of agent 'dead' defined as"):
         run_compare(config(relabelled, protocols=("one-shot",), seeds=1), out)
+    moved = "dead=llm:openai:m@http://127.0.0.1:9/v1"  # the same agent served elsewhere resumes
+    assert run_compare(config(moved, protocols=("one-shot",), seeds=1), out, log=io.StringIO())
 
 
 def test_summary_means_over_seeds_and_domains_leaves_failures_out():
