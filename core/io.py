@@ -6,14 +6,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -47,21 +44,22 @@ def write_figure(path: str | Path, fig: Any, **kwargs: Any) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file atomically: a reader sees the old file or the new one, never half of one.
 
-    The file gets the mode a plain ``open`` would give it (0666 less the umask), not the
-    owner-only mode of the temporary file, so results on a shared file system stay readable.
+    The temporary file is created as a plain ``open`` would create it (0666 less the umask,
+    which the kernel applies), not with mkstemp's owner-only mode, so results on a shared file
+    system stay readable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
