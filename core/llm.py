@@ -17,6 +17,7 @@ Model text is returned as it came; judging it is the caller's job (see ``LLMPoli
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class OpenAIBackend:
             raise MissingExtraError("openai", "llm") from exc
         self._openai = openai
         self.model, self.base_url, self.structured, self.seed = model, base_url, structured, seed
-        self.calls = 0
+        self._calls = itertools.count()  # next() is atomic: an LLM teacher calls from threads
         self.client = openai.OpenAI(
             base_url=base_url,
             api_key=os.environ.get(api_key_env) or "not-needed-for-local-servers",
@@ -127,9 +128,9 @@ class OpenAIBackend:
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": json_schema},
             }
+        call = next(self._calls)
         if self.seed is not None:
-            extra["seed"] = self.seed + self.calls
-        self.calls += 1
+            extra["seed"] = self.seed + call
         start = time.perf_counter()
         try:
             raw = self.client.chat.completions.with_raw_response.create(
@@ -247,7 +248,7 @@ class TransformersBackend:
         if not self.tokenizer.chat_template:
             raise ConfigError(f"the tokenizer in {model!r} has no chat template; add one")
         self.model = AutoModelForCausalLM.from_pretrained(model).to(device).eval()
-        self.device, self.seed, self.calls = device, seed, 0
+        self.device, self.seed, self._calls = device, seed, itertools.count()
         self._torch = torch
         self.name = f"transformers:{model}"
 
@@ -268,8 +269,7 @@ class TransformersBackend:
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
         )
-        torch.manual_seed(self.seed + self.calls)
-        self.calls += 1
+        torch.manual_seed(self.seed + next(self._calls))
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
