@@ -348,7 +348,6 @@ def _plot_public_by_train(path: Path, ok: Sequence[dict[str, Any]]) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_figure(path, fig, dpi=100)
     plt.close(fig)
     return True
@@ -385,7 +384,6 @@ def _plot_skills(path: Path, ok: Sequence[dict[str, Any]]) -> bool:
         ax.set_ylim(0, 100)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_figure(path, fig, dpi=100)
     plt.close(fig)
     return True

@@ -21,8 +21,6 @@ start and end is recorded next to them.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import platform
 import shutil
@@ -32,7 +30,7 @@ from pathlib import Path
 
 from dataeng_gym.envs.config import FAST
 from dataeng_gym.errors import MissingExtraError
-from dataeng_gym.io import write_text
+from dataeng_gym.io import write_csv, write_text
 from dataeng_gym.runner import RunnerConfig, make_specs, run_episodes
 
 TIMING = ("wall_seconds", "student_seconds")
@@ -124,12 +122,10 @@ def main() -> int:
 
     columns = ["backend", "workers", "episodes", "wall_s", "warmup_s", "episodes_per_hour"]
     columns += ["speedup_vs_serial", "scaling_efficiency"]
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in columns}
-                     for r in rows)  # fmt: skip
-    write_text(Path(args.out) / "bench_parallel.csv", table.getvalue())
+    cells = (
+        {k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in columns} for r in rows
+    )
+    write_csv(Path(args.out) / "bench_parallel.csv", cells, columns)
     lines = [
         f"Fast twin, policy {args.policy}, domain {args.domain}, {args.episodes} episodes per "
         f"row; {os.cpu_count()} CPUs ({platform.machine()}), load average "

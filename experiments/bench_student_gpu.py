@@ -35,10 +35,8 @@ minute (its numbers mean nothing; CI runs it to keep the script working).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import importlib.util
-import io
 import json
 import math
 import platform
@@ -60,7 +58,7 @@ from dataeng_gym.envs.hf_student import (
     encode_chat,
     set_checkpointing,
 )
-from dataeng_gym.io import keep_earlier, write_json, write_text
+from dataeng_gym.io import keep_earlier, write_csv, write_json, write_text
 
 ARCHS: dict[str, Any] = {
     "llama-3.1-8b": lambda: LlamaConfig(
@@ -584,11 +582,7 @@ def write_report(
     iterations: list[tuple[str, str, str, dict[str, Any]]],
 ) -> str:
     """Write ``bench_student_gpu.md`` and ``.csv`` (atomically) for the rows so far."""
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(summary[0]))
-    writer.writeheader()
-    writer.writerows(summary)
-    write_text(out / "bench_student_gpu.csv", table.getvalue())
+    write_csv(out / "bench_student_gpu.csv", summary, list(summary[0]))
     device_name = (
         torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
     )

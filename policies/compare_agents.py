@@ -23,8 +23,6 @@ seeds, the domain average and, for LLM agents, MATS) and one ``curves_DOMAIN.png
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import re
@@ -37,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from dataeng_gym.errors import ConfigError
-from dataeng_gym.io import append_jsonl, read_jsonl, write_figure, write_json, write_text
+from dataeng_gym.io import (
+    append_jsonl,
+    read_jsonl,
+    write_csv,
+    write_figure,
+    write_json,
+    write_text,
+)
 
 BASELINES = ("random", "uniform", "weakest-skill")
 EPISODE = "episode"
@@ -418,11 +423,8 @@ def write_tables(rows: list[dict[str, Any]], config: CompareConfig, out: Path) -
         "gain_rel",
         "final_private",
     ]
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: ("" if r[k] is None else r[k]) for k in fields} for r in rows)
-    write_text(out / "table.csv", text.getvalue())
+    cells = ({k: ("" if r[k] is None else r[k]) for k in fields} for r in rows)
+    write_csv(out / "table.csv", cells, fields)
 
 
 # --------------------------------------------------------------------------- curves
