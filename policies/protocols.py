@@ -245,7 +245,6 @@ class ProtocolRun:
                 kept, afresh = [], True  # not one run's nodes in order
         if afresh:  # the earlier run's files are kept, not lost to a rerun that may fail
             keep_earlier(self.out / name for name in ("nodes.jsonl", "run.json", "summary.json"))
-            kept = []
         while kept and kept[-1].failure == "other" and not kept[-1].llm.get("calls"):
             kept.pop()  # the endpoint, not the model, failed last: ask those calls again
         write_jsonl(nodes_path, [asdict(node) for node in kept])  # a torn last line is gone
