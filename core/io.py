@@ -134,7 +134,17 @@ def changed_fields(
     path = Path(path)
     if not path.exists():
         return None
-    before = json.loads(path.read_text())
+    return json_changes(json.loads(path.read_text()), now, ignore)
+
+
+def json_changes(
+    before: dict[str, Any], now: dict[str, Any], ignore: Iterable[str] = ()
+) -> dict[str, tuple[Any, Any]]:
+    """The top-level fields that differ, ``{field: (before, now)}``, skipping ``ignore``.
+
+    Both go through JSON first, so a tuple equals the list a JSON file holds.
+    """
+    before = json.loads(json.dumps(before, default=_default))
     now = json.loads(json.dumps(now, default=_default))
     skip = set(ignore)
     return {

@@ -37,6 +37,7 @@ from typing import Any
 from dataeng_gym.errors import ConfigError
 from dataeng_gym.io import (
     append_jsonl,
+    json_changes,
     read_jsonl,
     write_csv,
     write_figure,
@@ -260,10 +261,9 @@ def run_compare(
     runs = plan_runs(config)
     for spec in {s.name: s for s, *_ in runs}.values():  # a label may not change its agent
         # where it is served may change (a restarted server on another port), not what it is
-        now = {k: v for k, v in asdict(spec).items() if k != "base_url"}
+        now = asdict(spec)
         before = next((r["spec"] for r in done.values() if r.get("agent") == spec.name), now)
-        before = {k: v for k, v in before.items() if k != "base_url"}
-        if before != now:
+        if json_changes(before, now, ignore=("base_url",)):
             raise ConfigError(
                 f"{out} holds runs of agent {spec.name!r} defined as {before}, now {now}; "
                 "use a new --out, or give the new agent another NAME="

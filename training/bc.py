@@ -33,7 +33,7 @@ from dataeng_gym.envs.data_env import Op
 from dataeng_gym.envs.domains import DIFFICULTIES
 from dataeng_gym.envs.pool import FILTER_THRESHOLDS, MIX_WEIGHTS, ORDERS
 from dataeng_gym.errors import DataEngError
-from dataeng_gym.io import read_jsonl, write_json
+from dataeng_gym.io import json_changes, read_jsonl, write_json
 from dataeng_gym.training.observation import (
     LAST_OP,
     LastOp,
@@ -164,12 +164,11 @@ def demonstrations(
 def _check_recorded_config(ep: RecordedEpisode, config: EnvConfig) -> None:
     if ep.config is None:
         return
-    now = json.loads(json.dumps(asdict(config)))
-    differ = [
-        f"{k} {ep.config.get(k)} (now {now[k]})"
-        for k in REPLAY_FIELDS
-        if ep.config.get(k) != now[k]
-    ]
+    now = asdict(config)
+    changes = json_changes(
+        {k: ep.config.get(k) for k in REPLAY_FIELDS}, {k: now[k] for k in REPLAY_FIELDS}
+    )
+    differ = [f"{k} {before} (now {after})" for k, (before, after) in changes.items()]
     if differ:
         raise DataEngError(
             f"{ep.path or 'a recorded episode'} was recorded under another config: "
